@@ -1,0 +1,202 @@
+//! The command line and its `ORGD_*` environment variables (SPEC §6). A flag beats
+//! its variable; secrets are wrapped so they never reach `Debug` output or logs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "orgd", version, about = "Organization (tenant) management service")]
+pub struct Cli {
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    /// Log filter, e.g. `info,orgd=debug`.
+    #[arg(long, env = "ORGD_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve(ServeConfig),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret (shown only this once) on stdout.
+    Create {
+        /// A scope to grant; repeat for several (organizations:read, organizations:write,
+        /// members:read, members:write, events:read, webhooks:manage, keys:manage).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Bind the key to this organization's subtree (id or slug).
+        #[arg(long)]
+        org: Option<String>,
+        /// A name to recognize the key by.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+/// Where the data lives; shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct StoreConfig {
+    /// Folder for the SQLite file `orgd.db` and the bootstrap key.
+    #[arg(long, env = "ORGD_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// `sqlite://…` or `postgres://…`; overrides the data dir's SQLite file.
+    #[arg(long, env = "ORGD_DATABASE_URL", global = true)]
+    pub database_url: Option<Secret>,
+}
+
+impl StoreConfig {
+    /// The URL to open: the configured one, or `orgd.db` in the data dir.
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("orgd.db").display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to serve on.
+    #[arg(long, env = "ORGD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Use this secret (it must start `orgd_`) as the bootstrap admin key.
+    #[arg(long, env = "ORGD_BOOTSTRAP_KEY")]
+    pub bootstrap_key: Option<Secret>,
+
+    /// Comma-separated allowed CORS origins, or `*`.
+    #[arg(long, env = "ORGD_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+
+    /// Accept user JWTs signed HS256 with this secret.
+    #[arg(long, env = "ORGD_JWT_HS256_SECRET")]
+    pub jwt_hs256_secret: Option<Secret>,
+
+    /// Accept user JWTs signed by keys in this JWKS file path or URL.
+    #[arg(long, env = "ORGD_JWT_JWKS")]
+    pub jwt_jwks: Option<String>,
+
+    /// Required `iss` of user JWTs.
+    #[arg(long, env = "ORGD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of user JWTs.
+    #[arg(long, env = "ORGD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Claim holding global roles (`system_admin`, `support`).
+    #[arg(long, env = "ORGD_JWT_ROLES_CLAIM", default_value = "roles")]
+    pub jwt_roles_claim: String,
+
+    /// Per-principal rate limit such as `100/s`; unset is off.
+    #[arg(long, env = "ORGD_RATE_LIMIT")]
+    pub rate_limit: Option<String>,
+
+    /// Allow webhook targets on private or loopback addresses.
+    #[arg(long, env = "ORGD_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhooks_allow_private: bool,
+
+    /// Delays between webhook delivery attempts, e.g. `5s,1m,10m,1h`.
+    #[arg(long, env = "ORGD_WEBHOOK_RETRY_SCHEDULE")]
+    pub webhook_retry_schedule: Option<String>,
+
+    /// Also publish events to this NATS JetStream server.
+    #[arg(long, env = "ORGD_NATS_URL")]
+    pub nats_url: Option<String>,
+}
+
+impl ServeConfig {
+    /// Defaults for embedding (tests, benchmarks): a random local port.
+    pub fn local() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bootstrap_key: None,
+            cors_origins: "*".into(),
+            jwt_hs256_secret: None,
+            jwt_jwks: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_roles_claim: "roles".into(),
+            rate_limit: None,
+            webhooks_allow_private: false,
+            webhook_retry_schedule: None,
+            nats_url: None,
+        }
+    }
+}
+
+/// A configuration value that must not be printed: `Debug` shows only that it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let config = StoreConfig {
+            data_dir: "./data".into(),
+            database_url: Some("postgres://u:hunter2@db/orgd".into()),
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,112 @@
+//! The HTTP API: routing, the OpenAPI document generated from the handlers, and
+//! the layers every response passes through.
+
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod middleware;
+pub mod ops;
+pub mod orgs;
+pub mod query;
+
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::domain::access::Principal;
+use crate::domain::event::EventContext;
+use crate::domain::time;
+use crate::store::SharedStore;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// Who and when, for the events this request records.
+    pub fn event_context(&self, principal: &Principal) -> EventContext {
+        EventContext {
+            actor: principal.actor(),
+            request_id: middleware::current_request_id(),
+            now: time::now(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orgd",
+        description = "Organization (tenant) management: organizations, their hierarchy and their audit trail. \
+                       Errors are RFC 9457 problem+json documents with a stable `code`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "organizations", description = "Create, read, update (PATCH/PUT), delete and restore organizations"),
+        (name = "events", description = "The audit trail"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key (`orgd_…`)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API routes and their OpenAPI document, before layers.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(orgs::router())
+        .merge(events::router())
+        .split_for_parts()
+}
+
+/// The whole service: API, operations, docs, and the layers of SPEC §6.
+pub fn router(state: AppState, cors_origins: &str) -> Router {
+    let (api, openapi) = api();
+    let docs: Router<AppState> = Router::from(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(middleware::DOCS_CSP),
+        ));
+    let mut router = api
+        .merge(ops::router())
+        .route_layer(axum::middleware::from_fn(middleware::record_metrics))
+        .merge(docs)
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(CatchPanicLayer::custom(panic_response));
+    for (name, value) in middleware::security_headers() {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    router
+        .layer(middleware::cors(cors_origins))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    error::ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+}

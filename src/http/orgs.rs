@@ -1,0 +1,702 @@
+//! `/v1/organizations`: create, read, list, update (the heart), delete, restore,
+//! children.
+//!
+//! Every write follows one path: caller → load → preconditions → parse → authorize
+//! → validate → apply and diff → commit with its event → respond. `change_org`
+//! holds the part shared by update, delete and restore.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, Problem};
+use super::extract::{Caller, IdempotencyKey, IfMatch, JsonObject, OrgRef, WriteHeaders};
+use super::query::{ListParams, Params};
+use super::AppState;
+use crate::domain::access::{self, Principal};
+use crate::domain::apikey::Scope;
+use crate::domain::cursor::{self, CursorKind};
+use crate::domain::event::{Event, EventType};
+use crate::domain::fields::Slug;
+use crate::domain::ids::OrgId;
+use crate::domain::org::Organization;
+use crate::domain::patch::{self, FieldChange, Outcome};
+use crate::domain::problems::FieldError;
+use crate::domain::time;
+use crate::store::{IdempotencyRecord, OrgFilter, OrgLookup, StoreError};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orgs, create_org))
+        .routes(routes!(get_org, update_org, delete_org))
+        .routes(routes!(restore_org))
+        .routes(routes!(list_children))
+}
+
+/// How many times a write without `If-Match` is re-planned against a newer row
+/// before giving up with 503 (only reachable under extreme contention on one org).
+const MAX_ATTEMPTS: usize = 16;
+
+// ---- wire types ---------------------------------------------------------------
+
+/// An organization as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationOut {
+    #[schema(example = "org_01h455vb4pex5vsknk084sn02q")]
+    pub id: String,
+    #[schema(example = "acme-ltd")]
+    pub slug: String,
+    pub name: String,
+    pub alias_name: Option<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub domains: Vec<String>,
+    pub primary_domain: Option<String>,
+    pub logo_url: Option<String>,
+    pub website: Option<String>,
+    /// E.164.
+    pub phone: Option<String>,
+    pub address: Option<AddressOut>,
+    pub is_business: bool,
+    pub mfa_required: bool,
+    /// IANA time-zone name.
+    pub time_zone: Option<String>,
+    pub parent_id: Option<String>,
+    /// Derived: `parent_id != null`.
+    pub managed: bool,
+    pub subscription_id: Option<String>,
+    pub app_ids: Vec<String>,
+    pub policy: Option<PolicyOut>,
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddressOut {
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub city: Option<String>,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2, upper-case.
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyOut {
+    pub name: String,
+    /// Limit name → number, string or boolean.
+    #[schema(value_type = Object)]
+    pub limits: Value,
+}
+
+impl From<&Organization> for OrganizationOut {
+    fn from(org: &Organization) -> Self {
+        let text = |t: &Option<crate::domain::fields::Text>| t.as_ref().map(|t| t.to_string());
+        Self {
+            id: org.id.to_string(),
+            slug: org.slug.to_string(),
+            name: org.name.to_string(),
+            alias_name: text(&org.alias_name),
+            description: text(&org.description),
+            enabled: org.enabled,
+            domains: org.domains.iter().map(ToString::to_string).collect(),
+            primary_domain: org.primary_domain.as_ref().map(ToString::to_string),
+            logo_url: org.logo_url.as_ref().map(ToString::to_string),
+            website: org.website.as_ref().map(ToString::to_string),
+            phone: org.phone.as_ref().map(ToString::to_string),
+            address: org.address.as_ref().map(|a| AddressOut {
+                line1: text(&a.line1),
+                line2: text(&a.line2),
+                city: text(&a.city),
+                region: text(&a.region),
+                postal_code: text(&a.postal_code),
+                country: a.country.as_ref().map(ToString::to_string),
+            }),
+            is_business: org.is_business,
+            mfa_required: org.mfa_required,
+            time_zone: org.time_zone.as_ref().map(ToString::to_string),
+            parent_id: org.parent_id.map(|p| p.to_string()),
+            managed: org.managed(),
+            subscription_id: org.subscription_id.as_ref().map(ToString::to_string),
+            app_ids: org.app_ids.iter().map(ToString::to_string).collect(),
+            policy: org.policy.as_ref().map(|p| PolicyOut {
+                name: p.name.to_string(),
+                limits: serde_json::to_value(&p.limits).unwrap_or(Value::Null),
+            }),
+            metadata: org.metadata.clone(),
+            version: org.version,
+            created_at: time::format(org.created_at),
+            updated_at: time::format(org.updated_at),
+            deleted_at: org.deleted_at.map(time::format),
+        }
+    }
+}
+
+/// The body of create and update. Every field is optional on update (absent fields
+/// are left alone; `null` clears a nullable one); `name` is required on create.
+/// `address` and `metadata` merge key by key; arrays replace whole.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents the body for OpenAPI; the body is parsed by domain::patch
+pub struct OrganizationWrite {
+    slug: Option<String>,
+    name: Option<String>,
+    alias_name: Option<String>,
+    description: Option<String>,
+    enabled: Option<bool>,
+    domains: Option<Vec<String>>,
+    primary_domain: Option<String>,
+    logo_url: Option<String>,
+    website: Option<String>,
+    phone: Option<String>,
+    address: Option<AddressWrite>,
+    is_business: Option<bool>,
+    mfa_required: Option<bool>,
+    time_zone: Option<String>,
+    parent_id: Option<String>,
+    subscription_id: Option<String>,
+    app_ids: Option<Vec<String>>,
+    policy: Option<PolicyWrite>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct AddressWrite {
+    line1: Option<String>,
+    line2: Option<String>,
+    city: Option<String>,
+    region: Option<String>,
+    postal_code: Option<String>,
+    country: Option<String>,
+}
+
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct PolicyWrite {
+    name: String,
+    #[schema(value_type = Option<Object>)]
+    limits: Option<Value>,
+}
+
+/// A page of organizations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationList {
+    pub items: Vec<OrganizationOut>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+// ---- responses ----------------------------------------------------------------
+
+fn etag(org: &Organization) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", org.version)).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The organization with its `ETag`, or only the `ETag` when the client asked for
+/// `Prefer: return=minimal`.
+fn respond_org(status: StatusCode, org: &Organization, minimal: bool) -> Response {
+    let mut response = if minimal {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        r.headers_mut()
+            .insert("preference-applied", HeaderValue::from_static("return=minimal"));
+        r
+    } else {
+        (status, Json(OrganizationOut::from(org))).into_response()
+    };
+    response.headers_mut().insert(header::ETAG, etag(org));
+    response
+}
+
+// ---- loading and changing -----------------------------------------------------
+
+/// Which organizations a lookup may find.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Find {
+    Live,
+    LiveOrDeleted,
+}
+
+/// The organization `lookup` names, if this principal may know it exists.
+async fn load_org(
+    app: &AppState,
+    principal: &Principal,
+    lookup: &OrgLookup,
+    which: Find,
+) -> Result<Organization, ApiError> {
+    let org = app
+        .store
+        .find_org(lookup)
+        .await?
+        .filter(|o| which == Find::LiveOrDeleted || o.is_live())
+        .ok_or(ApiError::OrganizationNotFound)?;
+    if principal.root().is_some() {
+        let lineage = app.store.lineage(&org.id).await?;
+        if !principal.can_see(&lineage) {
+            return Err(ApiError::OrganizationNotFound);
+        }
+    }
+    Ok(org)
+}
+
+fn check_if_match(if_match: Option<&IfMatch>, org: &Organization) -> Result<(), ApiError> {
+    match if_match {
+        Some(condition) if !condition.matches(org.version) => Err(ApiError::VersionMismatch),
+        _ => Ok(()),
+    }
+}
+
+/// Loads the organization, checks `If-Match`, asks `plan` for the new state and
+/// its event, and commits them together. When another writer commits first and
+/// the client sent no `If-Match`, the plan is made again on the newer row, so
+/// concurrent updates to different fields both survive.
+async fn change_org<F>(
+    app: &AppState,
+    principal: &Principal,
+    lookup: &OrgLookup,
+    which: Find,
+    if_match: Option<&IfMatch>,
+    mut plan: F,
+) -> Result<Organization, ApiError>
+where
+    F: FnMut(&Organization) -> Result<Option<(Organization, Event)>, ApiError>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        let current = load_org(app, principal, lookup, which).await?;
+        check_if_match(if_match, &current)?;
+        let Some((next, event)) = plan(&current)? else {
+            return Ok(current);
+        };
+        match app.store.write_org(&current.id, current.version, &next, &event).await {
+            Ok(()) => return Ok(next),
+            Err(StoreError::VersionMismatch) if if_match.is_none() => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::Unavailable)
+}
+
+// ---- handlers -----------------------------------------------------------------
+
+/// Update an organization (PATCH and PUT alike: both change only the fields sent).
+#[utoipa::path(
+    method(patch, put),
+    path = "/v1/organizations/{org}",
+    tag = "organizations",
+    params(
+        ("org" = String, Path, description = "Organization id (`org_…`) or slug"),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the version is still this ETag"),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal` answers 204 without a body"),
+    ),
+    request_body(
+        content(
+            (OrganizationWrite = "application/json"),
+            (OrganizationWrite = "application/merge-patch+json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "The updated organization", body = OrganizationOut, headers(("ETag" = String))),
+        (status = 204, description = "Updated (Prefer: return=minimal)", headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON, or no fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "slug_taken, domain_taken or hierarchy_cycle", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every invalid field, by JSON Pointer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_org(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    OrgRef(lookup): OrgRef,
+    headers: WriteHeaders,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::NoFields);
+    }
+    // Parsing depends only on the body, so it is done once even if the write is
+    // re-planned against a newer row.
+    let parsed = patch::parse(&body);
+    let events = app.event_context(&principal);
+    let org = change_org(&app, &principal, &lookup, Find::Live, headers.if_match.as_ref(), |current| {
+        access::authorize_update(&principal, current, &parsed.touched)?;
+        match parsed.plan(current, events.now).map_err(ApiError::Validation)? {
+            Outcome::Unchanged => Ok(None),
+            Outcome::Changed { org, changes } => {
+                let event = events.event(EventType::OrganizationUpdated, org.id, org.version, changes);
+                Ok(Some((*org, event)))
+            }
+        }
+    })
+    .await?;
+    Ok(respond_org(StatusCode::OK, &org, headers.return_minimal))
+}
+
+/// Create an organization.
+#[utoipa::path(
+    post,
+    path = "/v1/organizations",
+    tag = "organizations",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body within 24 h return the first result"),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal` answers without a body"),
+    ),
+    request_body(content((OrganizationWrite = "application/json"), (OrganizationWrite = "application/merge-patch+json"))),
+    responses(
+        (status = 201, description = "Created", body = OrganizationOut, headers(("ETag" = String), ("Location" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_org(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
+    headers: WriteHeaders,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    access::authorize_write(&principal)?;
+    let events = app.event_context(&principal);
+    let fingerprint = hex::encode(Sha256::digest(Value::Object(body.clone()).to_string()));
+    if let Some(key) = &idempotency_key {
+        let since = events.now - jiff::SignedDuration::from_hours(24);
+        if let Some(record) = app.store.find_idempotency(&principal.key(), key, since).await? {
+            return replay(&record, &fingerprint);
+        }
+    }
+    let parsed = patch::parse_create(&body);
+    if let Some(root) = principal.root() {
+        check_parent_within(&app, &root, &parsed.patch.parent_id).await?;
+    }
+    let (mut org, slug_was_made) = patch::plan_create(&parsed, OrgId::generate(), events.now)
+        .map_err(ApiError::Validation)?;
+    for attempt in 0u32.. {
+        let event = events.event(
+            EventType::OrganizationCreated,
+            org.id,
+            org.version,
+            patch::creation_changes(&org),
+        );
+        let out = serde_json::to_value(OrganizationOut::from(&org)).map_err(|e| ApiError::Internal(e.into()))?;
+        let record = idempotency_key.as_ref().map(|key| IdempotencyRecord {
+            principal: principal.key(),
+            key: key.clone(),
+            fingerprint: fingerprint.clone(),
+            org_id: org.id,
+            response: out,
+            created_at: events.now,
+        });
+        match app.store.create_org(&org, &event, record.as_ref()).await {
+            Ok(()) => break,
+            // A slug we made from the name collides: try it with a short suffix.
+            Err(StoreError::Conflict(crate::store::Constraint::SlugTaken)) if slug_was_made && attempt < 5 => {
+                org.slug = suffixed_slug(&org.slug, &org.id, attempt)?;
+            }
+            Err(StoreError::Conflict(crate::store::Constraint::IdempotencyKey)) => {
+                let key = idempotency_key.as_deref().unwrap_or_default();
+                let since = events.now - jiff::SignedDuration::from_hours(24);
+                return match app.store.find_idempotency(&principal.key(), key, since).await? {
+                    Some(record) => replay(&record, &fingerprint),
+                    None => Err(ApiError::Unavailable),
+                };
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    tracing::info!(org.id = %org.id, org.slug = %org.slug, "organization created");
+    let mut response = respond_org(StatusCode::CREATED, &org, headers.return_minimal);
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/organizations/{}", org.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn suffixed_slug(slug: &Slug, id: &OrgId, attempt: u32) -> Result<Slug, ApiError> {
+    // The id's last characters are random (UUIDv7's tail), so they make a fair suffix.
+    let id = id.to_string();
+    let len = 4 + attempt as usize;
+    let suffix = &id[id.len() - len..];
+    slug.with_suffix(suffix).ok_or(ApiError::SlugTaken)
+}
+
+/// A key bound to a subtree creates only inside it: a parent is required and must
+/// lie in the subtree (anything else is reported as a missing parent, not leaked).
+async fn check_parent_within(
+    app: &AppState,
+    root: &OrgId,
+    parent: &patch::Nullable<OrgId>,
+) -> Result<(), ApiError> {
+    let patch::Nullable::Set(parent) = parent else {
+        return Err(ApiError::PermissionDenied {
+            detail: "this API key is bound to a subtree; give a parent_id inside it".into(),
+            errors: vec![FieldError::new("/parent_id", "permission_denied", "a parent inside the key's subtree is required")],
+        });
+    };
+    let lineage = app.store.lineage(parent).await?;
+    if lineage.contains(root) {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(vec![FieldError::new(
+            "/parent_id",
+            "parent_not_found",
+            "the parent organization does not exist or is deleted",
+        )]))
+    }
+}
+
+/// Answers a retry with the stored first answer, or refuses a reused key.
+fn replay(record: &IdempotencyRecord, fingerprint: &str) -> Result<Response, ApiError> {
+    if record.fingerprint != fingerprint {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    let version = record.response.get("version").and_then(Value::as_i64).unwrap_or(1);
+    let mut response = (StatusCode::CREATED, Json(record.response.clone())).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/organizations/{}", record.org_id)) {
+        headers.insert(header::LOCATION, v);
+    }
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+/// Get an organization by id or slug.
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{org}",
+    tag = "organizations",
+    params(("org" = String, Path, description = "Organization id (`org_…`) or slug")),
+    responses(
+        (status = 200, body = OrganizationOut, headers(("ETag" = String))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_org(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    OrgRef(lookup): OrgRef,
+) -> Result<Response, ApiError> {
+    access::authorize_read(&principal, Scope::OrganizationsRead)?;
+    let org = load_org(&app, &principal, &lookup, Find::Live).await?;
+    Ok(respond_org(StatusCode::OK, &org, false))
+}
+
+/// Delete an organization (soft: it can be restored).
+#[utoipa::path(
+    delete,
+    path = "/v1/organizations/{org}",
+    tag = "organizations",
+    params(
+        ("org" = String, Path, description = "Organization id (`org_…`) or slug"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the version is still this ETag"),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal` answers 204 without a body"),
+    ),
+    responses(
+        (status = 200, description = "The deleted organization (with `deleted_at`)", body = OrganizationOut, headers(("ETag" = String))),
+        (status = 204, description = "Deleted (Prefer: return=minimal)"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "has_children", body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_org(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    OrgRef(lookup): OrgRef,
+    headers: WriteHeaders,
+) -> Result<Response, ApiError> {
+    access::authorize_write(&principal)?;
+    let events = app.event_context(&principal);
+    let org = change_org(&app, &principal, &lookup, Find::Live, headers.if_match.as_ref(), |current| {
+        let mut next = current.clone();
+        next.deleted_at = Some(events.now);
+        next.version += 1;
+        next.updated_at = events.now;
+        let changes = lifecycle_change(current, &next);
+        let event = events.event(EventType::OrganizationDeleted, next.id, next.version, changes);
+        Ok(Some((next, event)))
+    })
+    .await?;
+    tracing::info!(org.id = %org.id, "organization deleted");
+    Ok(respond_org(StatusCode::OK, &org, headers.return_minimal))
+}
+
+/// Restore a deleted organization; a live one is returned unchanged.
+#[utoipa::path(
+    post,
+    path = "/v1/organizations/{org}/restore",
+    tag = "organizations",
+    params(("org" = String, Path, description = "Organization id (`org_…`) or slug")),
+    responses(
+        (status = 200, body = OrganizationOut, headers(("ETag" = String))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "slug_taken, domain_taken or parent_deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn restore_org(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    OrgRef(lookup): OrgRef,
+    headers: WriteHeaders,
+) -> Result<Response, ApiError> {
+    access::authorize_write(&principal)?;
+    let events = app.event_context(&principal);
+    let result = change_org(&app, &principal, &lookup, Find::LiveOrDeleted, headers.if_match.as_ref(), |current| {
+        if current.is_live() {
+            return Ok(None);
+        }
+        let mut next = current.clone();
+        next.deleted_at = None;
+        next.version += 1;
+        next.updated_at = events.now;
+        let changes = lifecycle_change(current, &next);
+        let event = events.event(EventType::OrganizationRestored, next.id, next.version, changes);
+        Ok(Some((next, event)))
+    })
+    .await;
+    let org = result.map_err(|err| match err {
+        ApiError::Validation(errors) if errors.iter().any(|e| e.code == "parent_not_found") => ApiError::ParentDeleted,
+        other => other,
+    })?;
+    Ok(respond_org(StatusCode::OK, &org, headers.return_minimal))
+}
+
+fn lifecycle_change(before: &Organization, after: &Organization) -> patch::Changes {
+    let stamp = |o: &Organization| o.deleted_at.map_or(Value::Null, |t| Value::String(time::format(t)));
+    BTreeMap::from([(
+        "/deleted_at".to_owned(),
+        FieldChange {
+            from: stamp(before),
+            to: stamp(after),
+        },
+    )])
+}
+
+/// List organizations, in creation order.
+#[utoipa::path(
+    get,
+    path = "/v1/organizations",
+    tag = "organizations",
+    params(ListParams),
+    responses(
+        (status = 200, body = OrganizationList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit, cursor or filter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_orgs(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<OrganizationList>, ApiError> {
+    access::authorize_read(&principal, Scope::OrganizationsRead)?;
+    let params = Params::parse(query.as_deref());
+    let (filter, page) = params.org_list().map_err(ApiError::Validation)?;
+    list_page(&app, &principal, filter, page).await
+}
+
+/// List an organization's live children.
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{org}/children",
+    tag = "organizations",
+    params(("org" = String, Path, description = "Organization id (`org_…`) or slug"), ListParams),
+    responses(
+        (status = 200, body = OrganizationList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_children(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    OrgRef(lookup): OrgRef,
+    RawQuery(query): RawQuery,
+) -> Result<Json<OrganizationList>, ApiError> {
+    access::authorize_read(&principal, Scope::OrganizationsRead)?;
+    let org = load_org(&app, &principal, &lookup, Find::Live).await?;
+    let params = Params::parse(query.as_deref());
+    let (mut filter, page) = params.org_list().map_err(ApiError::Validation)?;
+    filter.parent_id = Some(org.id);
+    list_page(&app, &principal, filter, page).await
+}
+
+async fn list_page(
+    app: &AppState,
+    principal: &Principal,
+    mut filter: OrgFilter,
+    page: super::query::Page<OrgId>,
+) -> Result<Json<OrganizationList>, ApiError> {
+    filter.within = principal.root();
+    let mut orgs = app
+        .store
+        .list_orgs(&filter, page.after.as_ref(), page.limit + 1)
+        .await?;
+    let more = orgs.len() > page.limit as usize;
+    orgs.truncate(page.limit as usize);
+    let next_cursor = more
+        .then(|| orgs.last().map(|o| cursor::encode(CursorKind::Organizations, &o.id.to_string())))
+        .flatten();
+    Ok(Json(OrganizationList {
+        items: orgs.iter().map(OrganizationOut::from).collect(),
+        next_cursor,
+    }))
+}
+
+// Re-exported for the events module, which shows deleted orgs' trails too.
+pub(super) async fn load_for_trail(
+    app: &AppState,
+    principal: &Principal,
+    lookup: &OrgLookup,
+) -> Result<Organization, ApiError> {
+    load_org(app, principal, lookup, Find::LiveOrDeleted).await
+}

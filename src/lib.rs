@@ -1,0 +1,20 @@
+//! orgd: a self-hosted organization (tenant) management service.
+//!
+//! # Layout
+//!
+//! - [`domain`]: pure rules — organizations, field types, patches and diffs, the
+//!   hierarchy, permissions, audit events. No HTTP, no SQL.
+//! - [`store`]: persistence behind the [`store::Store`] trait (SQLite today).
+//! - [`http`]: the axum API — one module per resource, problem+json errors,
+//!   extractors for the caller, the body and the preconditions.
+//! - [`config`]: the command line and `ORGD_*` environment.
+//! - [`server`]: wiring for `orgd serve` (and for the tests, which start the same
+//!   server on a random port).
+//! - [`keys`]: `orgd keys …` and the bootstrap key.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod keys;
+pub mod server;
+pub mod store;

@@ -1,0 +1,58 @@
+//! `orgd`: parse the command line, set up logging, run the command.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use orgd::config::{Cli, Command, KeysCommand};
+use orgd::domain::ids::KeyId;
+use orgd::{keys, server};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(serve) => server::serve(&cli.store, &serve).await,
+        Command::Migrate => {
+            server::open_store(&cli.store).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Keys(command) => run_keys(&cli.store, command).await,
+    }
+}
+
+async fn run_keys(store_config: &orgd::config::StoreConfig, command: KeysCommand) -> anyhow::Result<()> {
+    let store = server::open_store(store_config).await?;
+    match command {
+        KeysCommand::Create { scopes, org, name } => {
+            let (key, secret) = keys::create_key(&store, &scopes, org.as_deref(), name).await?;
+            eprintln!("created {} — the secret below is shown only once", key.id);
+            println!("{}", secret.expose());
+        }
+        KeysCommand::List => {
+            for key in store.list_api_keys().await? {
+                let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    key.id,
+                    key.name.as_deref().unwrap_or("-"),
+                    scopes.join(","),
+                    key.org_id.map_or_else(|| "-".to_owned(), |o| o.to_string()),
+                    if key.revoked_at.is_some() { "revoked" } else { "active" },
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let id = KeyId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !store.revoke_api_key(&id, orgd::domain::time::now()).await? {
+                anyhow::bail!("no active key {id}");
+            }
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Persistence behind one trait, so the HTTP layer runs unchanged on SQLite or
+//! PostgreSQL. Each backend keeps the same guarantees: a change and its event commit
+//! together; uniqueness and the tree rules are enforced inside the transaction that
+//! writes; a write names the version it read and fails if the row moved on.
+//!
+//! Every organization-owned method takes the organization's id first, so no query
+//! forgets whose data it touches.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::domain::apikey::{ApiKey, SecretHash};
+use crate::domain::event::Event;
+use crate::domain::fields::{DomainName, Slug};
+use crate::domain::hierarchy::HierarchyError;
+use crate::domain::ids::{KeyId, OrgId};
+use crate::domain::org::Organization;
+
+/// How a request names an organization: `org_…` or its slug (slugs never hold `_`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgLookup {
+    Id(OrgId),
+    Slug(Slug),
+}
+
+impl OrgLookup {
+    /// `None` when the text can be neither an id nor a slug.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.starts_with("org_") {
+            OrgId::parse(text).ok().map(Self::Id)
+        } else {
+            Slug::parse(text).ok().map(Self::Slug)
+        }
+    }
+}
+
+/// Filters of the organization list; all optional and combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct OrgFilter {
+    pub parent_id: Option<OrgId>,
+    pub enabled: Option<bool>,
+    pub domain: Option<DomainName>,
+    /// Case-insensitive substring of the name.
+    pub name_contains: Option<String>,
+    /// Only this organization and its descendants (a key bound to a subtree).
+    pub within: Option<OrgId>,
+}
+
+/// A stored Idempotency-Key: the request it was first used with and the answer given.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub principal: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub org_id: OrgId,
+    pub response: serde_json::Value,
+    pub created_at: Timestamp,
+}
+
+/// A uniqueness or integrity rule the store enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    /// `org_slug_key`: one live organization per slug.
+    SlugTaken,
+    /// `org_domains` primary key: one live organization per domain.
+    DomainTaken,
+    /// Deleting an organization that still has live children.
+    HasChildren,
+    /// `idempotency_keys` primary key: the key was used concurrently.
+    IdempotencyKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The row's version is no longer the one the write was planned against.
+    #[error("the organization changed since it was read")]
+    VersionMismatch,
+    #[error("constraint violated: {0:?}")]
+    Conflict(Constraint),
+    #[error(transparent)]
+    Hierarchy(#[from] HierarchyError),
+    /// The database cannot be reached or is too busy; the request may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- organizations ----
+
+    /// An organization, live or deleted. A slug resolves to the live org holding it,
+    /// else to the most recently deleted one (so a deleted org can be restored by slug).
+    async fn find_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>>;
+
+    /// The org's id followed by its ancestors' up to the root.
+    async fn lineage(&self, org_id: &OrgId) -> StoreResult<Vec<OrgId>>;
+
+    /// Live organizations in id order, after `after`, at most `limit`.
+    async fn list_orgs(
+        &self,
+        filter: &OrgFilter,
+        after: Option<&OrgId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Organization>>;
+
+    /// Inserts a new organization with its `organization.created` event and, if
+    /// given, the idempotency record, in one transaction.
+    async fn create_org(
+        &self,
+        org: &Organization,
+        event: &Event,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()>;
+
+    /// Replaces the organization with `org` if its stored version is still
+    /// `expected_version`, and records `event`, in one transaction. Placement in the
+    /// tree, children on delete and uniqueness are checked inside it.
+    async fn write_org(
+        &self,
+        org_id: &OrgId,
+        expected_version: i64,
+        org: &Organization,
+        event: &Event,
+    ) -> StoreResult<()>;
+
+    /// The org's events, oldest first, with their sequence numbers (the cursor).
+    async fn list_org_events(
+        &self,
+        org_id: &OrgId,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, Event)>>;
+
+    /// The record for `key`, if one was made at or after `since`.
+    async fn find_idempotency(
+        &self,
+        principal: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+
+    // ---- API keys ----
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    async fn find_api_key(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// `false` when no unrevoked key has that id.
+    async fn revoke_api_key(&self, key_id: &KeyId, at: Timestamp) -> StoreResult<bool>;
+    async fn count_api_keys(&self) -> StoreResult<u64>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store a URL names (`sqlite://…`) and applies pending migrations.
+pub async fn open(database_url: &str) -> anyhow::Result<SharedStore> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
+    } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        anyhow::bail!("PostgreSQL is not supported by this build yet; use a sqlite:// URL")
+    } else {
+        anyhow::bail!("ORGD_DATABASE_URL must start with sqlite:// or postgres://")
+    }
+}

@@ -1,0 +1,513 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a
+//! commit is on disk before the request that made it is answered.
+//!
+//! Writes go through a pool of exactly one connection: SQLite admits one writer at
+//! a time anyway, and queueing in-process avoids `SQLITE_BUSY` between our own
+//! writers. Reads use a separate pool and never wait for writes (WAL readers see the
+//! last commit).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::{
+    Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult,
+};
+use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
+use crate::domain::event::Event;
+use crate::domain::hierarchy::{self, MAX_DEPTH};
+use crate::domain::ids::{KeyId, OrgId};
+use crate::domain::org::Organization;
+use crate::domain::time;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Bound on recursive walks, well past MAX_DEPTH, so corrupt data cannot loop forever.
+const WALK_LIMIT: i64 = 2 * MAX_DEPTH as i64;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| "invalid SQLite URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: the WAL is synced at every commit, so an acknowledged write
+            // survives a power cut (NORMAL would only survive a process crash).
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open the SQLite database {url}"))?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .context("cannot apply SQLite migrations")?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .context("cannot open SQLite readers")?;
+        Ok(Self { writer, reader })
+    }
+}
+
+/// Sorts a sqlx error into what the caller can act on.
+fn db_error(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(err.into())
+        }
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("5") | Some("6") | Some("517")) =>
+        {
+            // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT: another process holds the lock.
+            StoreError::Unavailable(err.into())
+        }
+        _ => StoreError::Other(err.into()),
+    }
+}
+
+/// Maps a unique violation of the statement that can only break `constraint` to it.
+fn unique_as(constraint: Constraint) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |err| match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(constraint),
+        _ => db_error(err),
+    }
+}
+
+fn json_error(err: serde_json::Error) -> StoreError {
+    StoreError::Other(anyhow::Error::new(err).context("stored JSON does not decode"))
+}
+
+fn decode_org(doc: &str) -> StoreResult<Organization> {
+    serde_json::from_str(doc).map_err(json_error)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(json_error)
+}
+
+/// The live parent's id followed by its ancestors; empty if the parent is not live.
+async fn ancestry(conn: &mut SqliteConnection, start: &OrgId, live_only: bool) -> StoreResult<Vec<OrgId>> {
+    let sql = format!(
+        "WITH RECURSIVE chain(id, parent_id, depth) AS (
+             SELECT id, parent_id, 1 FROM organizations WHERE id = ?1 {}
+             UNION ALL
+             SELECT o.id, o.parent_id, c.depth + 1 FROM organizations o
+               JOIN chain c ON o.id = c.parent_id
+              WHERE c.depth < ?2)
+         SELECT id FROM chain ORDER BY depth",
+        if live_only { "AND deleted_at IS NULL" } else { "" }
+    );
+    let rows = sqlx::query(&sql)
+        .bind(start.to_string())
+        .bind(WALK_LIMIT)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.get(0);
+            OrgId::parse(&id).map_err(|e| StoreError::Other(e.into()))
+        })
+        .collect()
+}
+
+/// Levels in the live subtree rooted at `org` (1 for a leaf).
+async fn subtree_height(conn: &mut SqliteConnection, org: &OrgId) -> StoreResult<usize> {
+    let height: Option<i64> = sqlx::query_scalar(
+        "WITH RECURSIVE sub(id, level) AS (
+             SELECT id, 1 FROM organizations WHERE id = ?1
+             UNION ALL
+             SELECT o.id, s.level + 1 FROM organizations o JOIN sub s ON o.parent_id = s.id
+              WHERE o.deleted_at IS NULL AND s.level < ?2)
+         SELECT MAX(level) FROM sub",
+    )
+    .bind(org.to_string())
+    .bind(WALK_LIMIT)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(height.unwrap_or(1) as usize)
+}
+
+async fn check_placement(conn: &mut SqliteConnection, org: &Organization, height: usize) -> StoreResult<()> {
+    if let Some(parent) = &org.parent_id {
+        let chain = ancestry(conn, parent, true).await?;
+        hierarchy::check_placement(&org.id, &chain, height)?;
+    }
+    Ok(())
+}
+
+async fn insert_domains(conn: &mut SqliteConnection, org: &Organization) -> StoreResult<()> {
+    for domain in &org.domains {
+        sqlx::query("INSERT INTO org_domains (domain, org_id) VALUES (?1, ?2)")
+            .bind(domain.as_str())
+            .bind(org.id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(unique_as(Constraint::DomainTaken))?;
+    }
+    Ok(())
+}
+
+async fn insert_event(conn: &mut SqliteConnection, event: &Event) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (id, org_id, type, version, occurred_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(event.id.to_string())
+    .bind(event.organization_id.to_string())
+    .bind(event.event_type.as_str())
+    .bind(event.version)
+    .bind(time::format(event.occurred_at))
+    .bind(encode(event)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn decode_key(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ApiKey> {
+    let parse_ts = |s: String| s.parse::<Timestamp>().map_err(|e| StoreError::Other(e.into()));
+    let id: String = row.get("id");
+    let scopes: String = row.get("scopes");
+    let org_id: Option<String> = row.get("org_id");
+    let revoked_at: Option<String> = row.get("revoked_at");
+    Ok(ApiKey {
+        id: KeyId::parse(&id).map_err(|e| StoreError::Other(e.into()))?,
+        name: row.get("name"),
+        scopes: serde_json::from_str::<ScopeSet>(&scopes).map_err(json_error)?,
+        org_id: org_id
+            .map(|s| OrgId::parse(&s))
+            .transpose()
+            .map_err(|e| StoreError::Other(e.into()))?,
+        secret_hash: SecretHash(row.get("secret_hash")),
+        created_at: parse_ts(row.get("created_at"))?,
+        revoked_at: revoked_at.map(parse_ts).transpose()?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>> {
+        let row: Option<String> = match lookup {
+            OrgLookup::Id(id) => sqlx::query_scalar("SELECT doc FROM organizations WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_optional(&self.reader)
+                .await,
+            OrgLookup::Slug(slug) => sqlx::query_scalar(
+                "SELECT doc FROM organizations WHERE slug = ?1
+                  ORDER BY deleted_at IS NOT NULL, deleted_at DESC LIMIT 1",
+            )
+            .bind(slug.as_str())
+            .fetch_optional(&self.reader)
+            .await,
+        }
+        .map_err(db_error)?;
+        row.as_deref().map(decode_org).transpose()
+    }
+
+    async fn lineage(&self, org_id: &OrgId) -> StoreResult<Vec<OrgId>> {
+        let mut conn = self.reader.acquire().await.map_err(db_error)?;
+        ancestry(&mut conn, org_id, false).await
+    }
+
+    async fn list_orgs(
+        &self,
+        filter: &OrgFilter,
+        after: Option<&OrgId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Organization>> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("");
+        if let Some(root) = &filter.within {
+            q.push(
+                "WITH RECURSIVE subtree(id, level) AS (
+                     SELECT id, 1 FROM organizations WHERE id = ",
+            )
+            .push_bind(root.to_string())
+            .push(
+                " UNION ALL SELECT o.id, s.level + 1 FROM organizations o
+                     JOIN subtree s ON o.parent_id = s.id WHERE s.level < ",
+            )
+            .push_bind(WALK_LIMIT)
+            .push(") ");
+        }
+        q.push("SELECT doc FROM organizations WHERE deleted_at IS NULL");
+        if filter.within.is_some() {
+            q.push(" AND id IN (SELECT id FROM subtree)");
+        }
+        if let Some(parent) = &filter.parent_id {
+            q.push(" AND parent_id = ").push_bind(parent.to_string());
+        }
+        if let Some(enabled) = filter.enabled {
+            q.push(" AND enabled = ").push_bind(enabled);
+        }
+        if let Some(domain) = &filter.domain {
+            q.push(" AND id IN (SELECT org_id FROM org_domains WHERE domain = ")
+                .push_bind(domain.as_str().to_owned())
+                .push(")");
+        }
+        if let Some(text) = &filter.name_contains {
+            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            q.push(" AND lower(name) LIKE ")
+                .push_bind(format!("%{}%", escaped.to_lowercase()))
+                .push(" ESCAPE '\\'");
+        }
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after.to_string());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let docs: Vec<String> = q
+            .build_query_scalar()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error)?;
+        docs.iter().map(|d| decode_org(d)).collect()
+    }
+
+    async fn create_org(
+        &self,
+        org: &Organization,
+        event: &Event,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        check_placement(&mut tx, org, 1).await?;
+        sqlx::query(
+            "INSERT INTO organizations
+                 (id, slug, name, parent_id, enabled, version, created_at, updated_at, deleted_at, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+        )
+        .bind(org.id.to_string())
+        .bind(org.slug.as_str())
+        .bind(org.name.as_str())
+        .bind(org.parent_id.map(|p| p.to_string()))
+        .bind(org.enabled)
+        .bind(org.version)
+        .bind(time::format(org.created_at))
+        .bind(time::format(org.updated_at))
+        .bind(encode(org)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(unique_as(Constraint::SlugTaken))?;
+        insert_domains(&mut tx, org).await?;
+        insert_event(&mut tx, event).await?;
+        if let Some(record) = idempotency {
+            // An expired record with the same key makes room for the new one.
+            sqlx::query("DELETE FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND created_at < ?3")
+                .bind(&record.principal)
+                .bind(&record.key)
+                .bind(time::format(record.created_at - jiff::SignedDuration::from_hours(24)))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query(
+                "INSERT INTO idempotency_keys (principal, key, fingerprint, org_id, response, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(&record.principal)
+            .bind(&record.key)
+            .bind(&record.fingerprint)
+            .bind(record.org_id.to_string())
+            .bind(encode(&record.response)?)
+            .bind(time::format(record.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(unique_as(Constraint::IdempotencyKey))?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn write_org(
+        &self,
+        org_id: &OrgId,
+        expected_version: i64,
+        org: &Organization,
+        event: &Event,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM organizations WHERE id = ?1")
+            .bind(org_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let old = decode_org(&doc.ok_or(StoreError::NotFound)?)?;
+        if old.version != expected_version {
+            return Err(StoreError::VersionMismatch);
+        }
+        let restoring = !old.is_live() && org.is_live();
+        if org.parent_id != old.parent_id || (restoring && org.parent_id.is_some()) {
+            let height = subtree_height(&mut tx, org_id).await?;
+            check_placement(&mut tx, org, height).await?;
+        }
+        if old.is_live() && !org.is_live() {
+            let children: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM organizations WHERE parent_id = ?1 AND deleted_at IS NULL",
+            )
+            .bind(org_id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if children > 0 {
+                return Err(StoreError::Conflict(Constraint::HasChildren));
+            }
+        }
+        sqlx::query(
+            "UPDATE organizations
+                SET slug = ?2, name = ?3, parent_id = ?4, enabled = ?5, version = ?6,
+                    updated_at = ?7, deleted_at = ?8, doc = ?9
+              WHERE id = ?1 AND version = ?10",
+        )
+        .bind(org_id.to_string())
+        .bind(org.slug.as_str())
+        .bind(org.name.as_str())
+        .bind(org.parent_id.map(|p| p.to_string()))
+        .bind(org.enabled)
+        .bind(org.version)
+        .bind(time::format(org.updated_at))
+        .bind(org.deleted_at.map(time::format))
+        .bind(encode(org)?)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(unique_as(Constraint::SlugTaken))?;
+        if old.domains != org.domains || old.is_live() != org.is_live() {
+            sqlx::query("DELETE FROM org_domains WHERE org_id = ?1")
+                .bind(org_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if org.is_live() {
+                insert_domains(&mut tx, org).await?;
+            }
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn list_org_events(
+        &self,
+        org_id: &OrgId,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, Event)>> {
+        let rows = sqlx::query(
+            "SELECT seq, doc FROM events WHERE org_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(org_id.to_string())
+        .bind(after_seq.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                let doc: String = r.get("doc");
+                Ok((r.get("seq"), serde_json::from_str(&doc).map_err(json_error)?))
+            })
+            .collect()
+    }
+
+    async fn find_idempotency(
+        &self,
+        principal: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let row = sqlx::query(
+            "SELECT fingerprint, org_id, response, created_at FROM idempotency_keys
+              WHERE principal = ?1 AND key = ?2 AND created_at >= ?3",
+        )
+        .bind(principal)
+        .bind(key)
+        .bind(time::format(since))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let org_id: String = row.get("org_id");
+        let response: String = row.get("response");
+        let created_at: String = row.get("created_at");
+        Ok(Some(IdempotencyRecord {
+            principal: principal.to_owned(),
+            key: key.to_owned(),
+            fingerprint: row.get("fingerprint"),
+            org_id: OrgId::parse(&org_id).map_err(|e| StoreError::Other(e.into()))?,
+            response: serde_json::from_str(&response).map_err(json_error)?,
+            created_at: created_at.parse().map_err(|e: jiff::Error| StoreError::Other(e.into()))?,
+        }))
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, scopes, org_id, secret_hash, created_at, revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(key.id.to_string())
+        .bind(&key.name)
+        .bind(encode(&key.scopes)?)
+        .bind(key.org_id.map(|o| o.to_string()))
+        .bind(&key.secret_hash.0)
+        .bind(time::format(key.created_at))
+        .bind(key.revoked_at.map(time::format))
+        .execute(&self.writer)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE secret_hash = ?1")
+            .bind(&hash.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(decode_key).transpose()
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY id")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(decode_key).collect()
+    }
+
+    async fn revoke_api_key(&self, key_id: &KeyId, at: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+            .bind(key_id.to_string())
+            .bind(time::format(at))
+            .execute(&self.writer)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_api_keys(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_error)?;
+        Ok(n as u64)
+    }
+}

@@ -1,0 +1,211 @@
+//! Test harness: a real orgd server on a random local port, on a fresh store per
+//! test, driven over HTTP like any client would.
+#![allow(dead_code)]
+
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use orgd::config::{ServeConfig, StoreConfig};
+use orgd::server::{self, RunningServer};
+
+/// The bootstrap key every test server is started with.
+pub const ADMIN_KEY: &str = "orgd_test-bootstrap-admin-key-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub data_dir: TempDir,
+    pub server: Option<RunningServer>,
+    client: reqwest::Client,
+}
+
+/// One response, with its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `code` of a problem+json body.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    /// The pointers of a problem's field errors, in order.
+    pub fn pointers(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e["pointer"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `(pointer, code)` of each field error.
+    pub fn field_errors(&self) -> Vec<(String, String)> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["pointer"].as_str().unwrap_or("").to_owned(),
+                            e["code"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A request being built: `app.req(Method::PATCH, "/v1/…").json(body).send(200)`.
+pub struct Req<'a> {
+    app: &'a TestApp,
+    builder: reqwest::RequestBuilder,
+}
+
+impl Req<'_> {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    /// Replaces the credentials (`None` sends none).
+    pub fn key(mut self, key: Option<&str>) -> Self {
+        let request = self.builder.build().expect("request builds");
+        let mut rebuilt = self.app.client.request(request.method().clone(), request.url().clone());
+        for (name, value) in request.headers() {
+            if name != reqwest::header::AUTHORIZATION {
+                rebuilt = rebuilt.header(name, value);
+            }
+        }
+        if let Some(body) = request.body().and_then(|b| b.as_bytes()) {
+            rebuilt = rebuilt.body(body.to_vec());
+        }
+        if let Some(key) = key {
+            rebuilt = rebuilt.bearer_auth(key);
+        }
+        self.builder = rebuilt;
+        self
+    }
+
+    pub fn json(self, body: &Value) -> Self {
+        self.raw("application/json", body.to_string())
+    }
+
+    pub fn raw(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        self.builder = self.builder.header("content-type", content_type).body(body.into());
+        self
+    }
+
+    /// Sends the request and asserts its status.
+    pub async fn send(self, expected: u16) -> TestResponse {
+        let response = self.send_any().await;
+        assert_eq!(
+            response.status, expected,
+            "unexpected status; body: {}",
+            response.text
+        );
+        response
+    }
+
+    pub async fn send_any(self) -> TestResponse {
+        let response = self.builder.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body is readable");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        TestResponse {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+}
+
+impl TestApp {
+    /// A server on a fresh SQLite file in a temporary directory.
+    pub async fn spawn() -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let store = StoreConfig {
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: None,
+        };
+        let mut serve = ServeConfig::local();
+        serve.bootstrap_key = Some(ADMIN_KEY.into());
+        let server = server::start(&store, &serve).await.expect("server starts");
+        TestApp {
+            base: format!("http://{}", server.addr),
+            admin: ADMIN_KEY.to_owned(),
+            data_dir,
+            server: Some(server),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn store(&self) -> &orgd::store::SharedStore {
+        &self.server.as_ref().expect("server running").store
+    }
+
+    /// A request with the admin key.
+    pub fn req(&self, method: Method, path: &str) -> Req<'_> {
+        let builder = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.admin);
+        Req { app: self, builder }
+    }
+
+    pub fn get(&self, path: &str) -> Req<'_> {
+        self.req(Method::GET, path)
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> Req<'_> {
+        self.req(Method::PATCH, path).json(body)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Req<'_> {
+        self.req(Method::POST, path).json(body)
+    }
+
+    /// Creates an organization and returns it.
+    pub async fn create_org(&self, body: Value) -> Value {
+        self.post("/v1/organizations", &body).send(201).await.body
+    }
+
+    /// Creates `{"name": name}` and returns its id.
+    pub async fn org_named(&self, name: &str) -> String {
+        let org = self.create_org(json!({ "name": name })).await;
+        org["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A new API key with these scopes (optionally bound to a subtree); returns its secret.
+    pub async fn key(&self, scopes: &[&str], org: Option<&str>) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        let (_, secret) = orgd::keys::create_key(self.store(), &scopes, org, None)
+            .await
+            .expect("key created");
+        secret.expose().to_owned()
+    }
+
+    /// The organization's audit trail.
+    pub async fn events(&self, org: &str) -> Vec<Value> {
+        let body = self.get(&format!("/v1/organizations/{org}/events?limit=200")).send(200).await.body;
+        body["items"].as_array().cloned().unwrap_or_default()
+    }
+}
