@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "orgd", version, about = "Organization (tenant) management service")]
+#[command(
+    name = "orgd",
+    version,
+    about = "Organization (tenant) management service"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub store: StoreConfig,
@@ -24,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply database migrations and exit.
     Migrate,
     /// Manage API keys.
@@ -63,6 +67,15 @@ pub struct StoreConfig {
     /// `sqlite://…` or `postgres://…`; overrides the data dir's SQLite file.
     #[arg(long, env = "ORGD_DATABASE_URL", global = true)]
     pub database_url: Option<Secret>,
+
+    /// Most connections each orgd process opens to PostgreSQL.
+    #[arg(
+        long,
+        env = "ORGD_DATABASE_POOL_SIZE",
+        default_value_t = 16,
+        global = true
+    )]
+    pub database_pool_size: u32,
 }
 
 impl StoreConfig {
@@ -190,6 +203,7 @@ mod tests {
         let config = StoreConfig {
             data_dir: "./data".into(),
             database_url: Some("postgres://u:hunter2@db/orgd".into()),
+            database_pool_size: 16,
         };
         assert!(!format!("{config:?}").contains("hunter2"));
     }

@@ -25,7 +25,8 @@ pub async fn create_key(
     let org_id = match org {
         None => None,
         Some(text) => {
-            let lookup = OrgLookup::parse(text).with_context(|| format!("`{text}` is not an org id or slug"))?;
+            let lookup = OrgLookup::parse(text)
+                .with_context(|| format!("`{text}` is not an org id or slug"))?;
             match store.find_org(&lookup).await? {
                 Some(found) if found.is_live() => Some(found.id),
                 _ => bail!("organization `{text}` not found"),
@@ -60,8 +61,9 @@ pub async fn ensure_bootstrap_key(
     data_dir: &Path,
 ) -> anyhow::Result<Option<PathBuf>> {
     if let Some(text) = configured {
-        let secret = Secret::parse(text)
-            .context("ORGD_BOOTSTRAP_KEY must start with `orgd_` and carry at least 16 more characters")?;
+        let secret = Secret::parse(text).context(
+            "ORGD_BOOTSTRAP_KEY must start with `orgd_` and carry at least 16 more characters",
+        )?;
         if store.find_api_key(&secret.hash()).await?.is_none() {
             store.insert_api_key(&bootstrap_key(&secret)).await?;
         }

@@ -25,7 +25,10 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run_keys(store_config: &orgd::config::StoreConfig, command: KeysCommand) -> anyhow::Result<()> {
+async fn run_keys(
+    store_config: &orgd::config::StoreConfig,
+    command: KeysCommand,
+) -> anyhow::Result<()> {
     let store = server::open_store(store_config).await?;
     match command {
         KeysCommand::Create { scopes, org, name } => {
@@ -42,7 +45,11 @@ async fn run_keys(store_config: &orgd::config::StoreConfig, command: KeysCommand
                     key.name.as_deref().unwrap_or("-"),
                     scopes.join(","),
                     key.org_id.map_or_else(|| "-".to_owned(), |o| o.to_string()),
-                    if key.revoked_at.is_some() { "revoked" } else { "active" },
+                    if key.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    },
                 );
             }
         }

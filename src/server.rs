@@ -22,7 +22,9 @@ fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -44,7 +46,7 @@ pub async fn open_store(config: &StoreConfig) -> anyhow::Result<SharedStore> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     }
-    store::open(&config.url()).await
+    store::open(&config.url(), config.database_pool_size).await
 }
 
 /// A server running in the background: what tests and benchmarks start.
@@ -66,11 +68,16 @@ impl RunningServer {
 }
 
 /// Starts orgd on `serve.listen` and returns once it accepts connections.
-pub async fn start(store_config: &StoreConfig, serve: &ServeConfig) -> anyhow::Result<RunningServer> {
+pub async fn start(
+    store_config: &StoreConfig,
+    serve: &ServeConfig,
+) -> anyhow::Result<RunningServer> {
     let store = open_store(store_config).await?;
     std::fs::create_dir_all(&store_config.data_dir).ok();
     let configured = serve.bootstrap_key.as_ref().map(|s| s.expose());
-    if let Some(path) = keys::ensure_bootstrap_key(&store, configured, &store_config.data_dir).await? {
+    if let Some(path) =
+        keys::ensure_bootstrap_key(&store, configured, &store_config.data_dir).await?
+    {
         tracing::warn!(path = %path.display(), "wrote a bootstrap admin key (all scopes); keep it secret");
     }
     let state = AppState {

@@ -198,7 +198,11 @@ mod tests {
     use super::*;
 
     fn authority(role: Option<OrgRole>, support: bool, system: bool) -> Authority {
-        Authority { system, support, role }
+        Authority {
+            system,
+            support,
+            role,
+        }
     }
 
     #[test]

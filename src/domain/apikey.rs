@@ -188,7 +188,10 @@ mod tests {
     #[test]
     fn aliases_and_implied_scopes() {
         assert_eq!(Scope::parse("orgs:edit"), Some(Scope::OrganizationsWrite));
-        assert_eq!(Scope::parse("organizations:edit"), Some(Scope::OrganizationsWrite));
+        assert_eq!(
+            Scope::parse("organizations:edit"),
+            Some(Scope::OrganizationsWrite)
+        );
         assert_eq!(Scope::parse("nope"), None);
         let set: ScopeSet = [Scope::OrganizationsWrite].into_iter().collect();
         assert!(set.allows(Scope::OrganizationsRead));

@@ -89,7 +89,13 @@ pub struct EventContext {
 }
 
 impl EventContext {
-    pub fn event(&self, event_type: EventType, org: OrgId, version: i64, changes: Changes) -> Event {
+    pub fn event(
+        &self,
+        event_type: EventType,
+        org: OrgId,
+        version: i64,
+        changes: Changes,
+    ) -> Event {
         Event {
             id: EventId::generate(),
             event_type,

@@ -13,14 +13,20 @@ use super::problems::Invalid;
 /// organization field needs it, so both stores see the same accepted inputs.
 fn check_no_nul(text: &str) -> Result<(), Invalid> {
     if text.contains('\0') {
-        return Err(Invalid::new("invalid_character", "must not contain NUL characters"));
+        return Err(Invalid::new(
+            "invalid_character",
+            "must not contain NUL characters",
+        ));
     }
     Ok(())
 }
 
 fn check_max_chars(text: &str, max: usize) -> Result<(), Invalid> {
     if text.chars().count() > max {
-        return Err(Invalid::new("too_long", format!("must be at most {max} characters")));
+        return Err(Invalid::new(
+            "too_long",
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(())
 }
@@ -110,7 +116,10 @@ impl OrgName {
         }
         check_max_chars(trimmed, 200)?;
         if trimmed.chars().any(char::is_control) {
-            return Err(Invalid::new("invalid_character", "must not contain control characters"));
+            return Err(Invalid::new(
+                "invalid_character",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -147,8 +156,8 @@ impl DomainName {
         }
         // UTS 46 with STD3 rules: maps case and full-width forms, encodes to punycode,
         // and refuses characters that may not appear in a host name.
-        let ascii = idna::domain_to_ascii_strict(host)
-            .map_err(|_| invalid("is not a valid host name"))?;
+        let ascii =
+            idna::domain_to_ascii_strict(host).map_err(|_| invalid("is not a valid host name"))?;
         if ascii.is_empty() || ascii.len() > Self::MAX_LEN {
             return Err(invalid("must be 1-253 characters once encoded"));
         }
@@ -166,7 +175,10 @@ impl DomainName {
         if !labels.iter().all(label_ok) {
             return Err(invalid("has an empty, over-long or malformed label"));
         }
-        if labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        if labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(invalid("must not end in a numeric label"));
         }
         Ok(Self(ascii))
@@ -225,7 +237,10 @@ string_newtype!(
 impl Phone {
     pub fn parse(text: &str) -> Result<Self, Invalid> {
         if text.len() > 64 {
-            return Err(Invalid::new("invalid_phone", "is too long to be a phone number"));
+            return Err(Invalid::new(
+                "invalid_phone",
+                "is too long to be a phone number",
+            ));
         }
         // No default region: without a country calling code a number is ambiguous.
         let number = phonenumber::parse(None, text).map_err(|_| {
@@ -237,7 +252,9 @@ impl Phone {
         if !phonenumber::is_valid(&number) {
             return Err(Invalid::new("invalid_phone", "is not a valid phone number"));
         }
-        Ok(Self(number.format().mode(phonenumber::Mode::E164).to_string()))
+        Ok(Self(
+            number.format().mode(phonenumber::Mode::E164).to_string(),
+        ))
     }
 }
 
@@ -299,7 +316,10 @@ impl AppId {
         }
         check_max_chars(text, 128)?;
         if text.chars().any(char::is_control) {
-            return Err(Invalid::new("invalid_character", "must not contain control characters"));
+            return Err(Invalid::new(
+                "invalid_character",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(text.to_owned()))
     }
@@ -326,7 +346,10 @@ mod tests {
     #[test]
     fn slug_from_name_examples() {
         assert_eq!(Slug::from_name("Acme Ltd.").unwrap().as_str(), "acme-ltd");
-        assert_eq!(Slug::from_name("  Société Générale ").unwrap().as_str(), "societe-generale");
+        assert_eq!(
+            Slug::from_name("  Société Générale ").unwrap().as_str(),
+            "societe-generale"
+        );
         assert!(Slug::from_name("!!!").is_none());
         let long = "x".repeat(100);
         assert_eq!(Slug::from_name(&long).unwrap().as_str().len(), 63);
@@ -344,18 +367,43 @@ mod tests {
 
     #[test]
     fn domains_are_idna_normalized_and_never_ips() {
-        assert_eq!(DomainName::parse("Example.COM").unwrap().as_str(), "example.com");
-        assert_eq!(DomainName::parse("bücher.example").unwrap().as_str(), "xn--bcher-kva.example");
-        assert_eq!(DomainName::parse("example.com.").unwrap().as_str(), "example.com");
-        for bad in ["localhost", "1.2.3.4", "[::1]", "::1", "exa mple.com", "a..b", "-a.com", "a.123", ""] {
+        assert_eq!(
+            DomainName::parse("Example.COM").unwrap().as_str(),
+            "example.com"
+        );
+        assert_eq!(
+            DomainName::parse("bücher.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            DomainName::parse("example.com.").unwrap().as_str(),
+            "example.com"
+        );
+        for bad in [
+            "localhost",
+            "1.2.3.4",
+            "[::1]",
+            "::1",
+            "exa mple.com",
+            "a..b",
+            "-a.com",
+            "a.123",
+            "",
+        ] {
             assert!(DomainName::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn phone_numbers_become_e164() {
-        assert_eq!(Phone::parse("+1 (415) 555-2671").unwrap().as_str(), "+14155552671");
-        assert_eq!(Phone::parse("+44 20 7946 0958").unwrap().as_str(), "+442079460958");
+        assert_eq!(
+            Phone::parse("+1 (415) 555-2671").unwrap().as_str(),
+            "+14155552671"
+        );
+        assert_eq!(
+            Phone::parse("+44 20 7946 0958").unwrap().as_str(),
+            "+442079460958"
+        );
         assert!(Phone::parse("555-0123").is_err());
         assert!(Phone::parse("+1 555").is_err());
     }
@@ -370,7 +418,10 @@ mod tests {
         assert!(WebUrl::parse_web("https://user:pw@acme.com").is_err());
         assert_eq!(CountryCode::parse("us").unwrap().as_str(), "US");
         assert!(CountryCode::parse("XX").is_err());
-        assert_eq!(TimeZoneName::parse("Europe/Berlin").unwrap().as_str(), "Europe/Berlin");
+        assert_eq!(
+            TimeZoneName::parse("Europe/Berlin").unwrap().as_str(),
+            "Europe/Berlin"
+        );
         assert!(TimeZoneName::parse("Mars/Olympus").is_err());
     }
 

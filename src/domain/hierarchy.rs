@@ -68,8 +68,14 @@ mod tests {
     #[test]
     fn self_and_descendants_are_cycles() {
         let chain = ids(3);
-        assert_eq!(check_placement(&chain[0], &chain, 1), Err(HierarchyError::Cycle));
-        assert_eq!(check_placement(&chain[2], &chain, 1), Err(HierarchyError::Cycle));
+        assert_eq!(
+            check_placement(&chain[0], &chain, 1),
+            Err(HierarchyError::Cycle)
+        );
+        assert_eq!(
+            check_placement(&chain[2], &chain, 1),
+            Err(HierarchyError::Cycle)
+        );
     }
 
     #[test]

@@ -135,7 +135,8 @@ pub struct Address {
 }
 
 impl Address {
-    pub const KEYS: [&'static str; 6] = ["line1", "line2", "city", "region", "postal_code", "country"];
+    pub const KEYS: [&'static str; 6] =
+        ["line1", "line2", "city", "region", "postal_code", "country"];
 
     /// An address with no line set is no address: stored and shown as `null`, so
     /// clearing its last key and clearing it whole read the same.
@@ -222,8 +223,14 @@ impl Field {
     ];
 
     /// Fields the server owns; naming one in a body is `read_only`.
-    pub const READ_ONLY: [&'static str; 6] =
-        ["id", "managed", "version", "created_at", "updated_at", "deleted_at"];
+    pub const READ_ONLY: [&'static str; 6] = [
+        "id",
+        "managed",
+        "version",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -85,6 +85,10 @@ pub mod limits {
     pub const LIST_ITEMS: usize = 100;
     pub const METADATA_BYTES: usize = 16 * 1024;
     pub const METADATA_KEYS: usize = 50;
+    /// How deeply `metadata` may nest (the object itself is level 1). Events and
+    /// responses wrap it in a few more levels, and everything orgd writes must stay
+    /// readable under serde_json's (and most clients') 128-level limit.
+    pub const METADATA_DEPTH: usize = 32;
 }
 
 /// A parsed body: the patch, what it touched, and everything wrong with it.
@@ -133,11 +137,13 @@ pub fn parse(body: &Map<String, Value>) -> ParsedPatch {
                     parsed.errored.insert(field);
                 }
             }
-            None if Field::READ_ONLY.contains(&key.as_str()) => parsed.errors.push(FieldError::new(
-                pointer("", key),
-                "read_only",
-                format!("`{key}` is set by the server and cannot be written"),
-            )),
+            None if Field::READ_ONLY.contains(&key.as_str()) => {
+                parsed.errors.push(FieldError::new(
+                    pointer("", key),
+                    "read_only",
+                    format!("`{key}` is set by the server and cannot be written"),
+                ))
+            }
             None => parsed.errors.push(FieldError::new(
                 pointer("", key),
                 "unknown_field",
@@ -168,7 +174,11 @@ pub fn plan_create(
                 Some(slug) => (slug, true),
                 None => {
                     let mut errors = parsed.errors.clone();
-                    errors.push(FieldError::new("/slug", "required", "no slug can be made from the name; send one"));
+                    errors.push(FieldError::new(
+                        "/slug",
+                        "required",
+                        "no slug can be made from the name; send one",
+                    ));
                     return Err(errors);
                 }
             }
@@ -188,7 +198,9 @@ pub fn plan_create(
 pub fn parse_create(body: &Map<String, Value>) -> ParsedPatch {
     let mut parsed = parse(body);
     if !parsed.touched.contains(&Field::Name) {
-        parsed.errors.push(FieldError::new("/name", "required", "is required"));
+        parsed
+            .errors
+            .push(FieldError::new("/name", "required", "is required"));
         parsed.errored.insert(Field::Name);
     }
     parsed
@@ -373,9 +385,13 @@ fn parse_field(parsed: &mut ParsedPatch, field: Field, value: &Value) {
     match field {
         Field::Slug => p.slug = required(errors, &at, value, |v| with_str(v, Slug::parse)),
         Field::Name => p.name = required(errors, &at, value, |v| with_str(v, OrgName::parse)),
-        Field::AliasName => p.alias_name = nullable(errors, &at, value, |v| with_str(v, text(limits::NAME_LIKE))),
+        Field::AliasName => {
+            p.alias_name = nullable(errors, &at, value, |v| with_str(v, text(limits::NAME_LIKE)))
+        }
         Field::Description => {
-            p.description = nullable(errors, &at, value, |v| with_str(v, text(limits::DESCRIPTION)))
+            p.description = nullable(errors, &at, value, |v| {
+                with_str(v, text(limits::DESCRIPTION))
+            })
         }
         Field::Enabled => p.enabled = required(errors, &at, value, as_bool),
         Field::IsBusiness => p.is_business = required(errors, &at, value, as_bool),
@@ -384,14 +400,22 @@ fn parse_field(parsed: &mut ParsedPatch, field: Field, value: &Value) {
         Field::PrimaryDomain => {
             p.primary_domain = nullable(errors, &at, value, |v| with_str(v, DomainName::parse))
         }
-        Field::LogoUrl => p.logo_url = nullable(errors, &at, value, |v| with_str(v, WebUrl::parse_https)),
-        Field::Website => p.website = nullable(errors, &at, value, |v| with_str(v, WebUrl::parse_web)),
+        Field::LogoUrl => {
+            p.logo_url = nullable(errors, &at, value, |v| with_str(v, WebUrl::parse_https))
+        }
+        Field::Website => {
+            p.website = nullable(errors, &at, value, |v| with_str(v, WebUrl::parse_web))
+        }
         Field::Phone => p.phone = nullable(errors, &at, value, |v| with_str(v, Phone::parse)),
-        Field::TimeZone => p.time_zone = nullable(errors, &at, value, |v| with_str(v, TimeZoneName::parse)),
+        Field::TimeZone => {
+            p.time_zone = nullable(errors, &at, value, |v| with_str(v, TimeZoneName::parse))
+        }
         Field::ParentId => {
             p.parent_id = nullable(errors, &at, value, |v| {
                 with_str(v, |s| {
-                    OrgId::parse(s).map_err(|_| Invalid::new("invalid_id", "must be an organization id (org_…)"))
+                    OrgId::parse(s).map_err(|_| {
+                        Invalid::new("invalid_id", "must be an organization id (org_…)")
+                    })
                 })
             })
         }
@@ -409,8 +433,14 @@ fn type_error(expected: &str) -> Invalid {
     Invalid::new("invalid_type", format!("must be {expected}"))
 }
 
-fn with_str<T>(value: &Value, parse: impl FnOnce(&str) -> Result<T, Invalid>) -> Result<T, Invalid> {
-    value.as_str().ok_or_else(|| type_error("a string")).and_then(parse)
+fn with_str<T>(
+    value: &Value,
+    parse: impl FnOnce(&str) -> Result<T, Invalid>,
+) -> Result<T, Invalid> {
+    value
+        .as_str()
+        .ok_or_else(|| type_error("a string"))
+        .and_then(parse)
 }
 
 fn as_bool(value: &Value) -> Result<bool, Invalid> {
@@ -459,7 +489,11 @@ fn list<T: PartialEq>(
 ) -> Option<Vec<T>> {
     let items = match value {
         Value::Null => {
-            errors.push(FieldError::new(at, "not_nullable", "cannot be null; send [] to clear"));
+            errors.push(FieldError::new(
+                at,
+                "not_nullable",
+                "cannot be null; send [] to clear",
+            ));
             return None;
         }
         Value::Array(items) => items,
@@ -481,9 +515,11 @@ fn list<T: PartialEq>(
     for (i, item) in items.iter().enumerate() {
         let item_at = format!("{at}/{i}");
         match with_str(item, &parse) {
-            Ok(v) if unique && out.contains(&v) => {
-                errors.push(FieldError::new(item_at, "duplicate", "appears more than once"))
-            }
+            Ok(v) if unique && out.contains(&v) => errors.push(FieldError::new(
+                item_at,
+                "duplicate",
+                "appears more than once",
+            )),
             Ok(v) => out.push(v),
             Err(e) => errors.push(e.at(item_at)),
         }
@@ -505,7 +541,9 @@ fn parse_address(errors: &mut Vec<FieldError>, value: &Value) -> Nullable<Addres
     for (key, value) in map {
         let at = pointer("/address", key);
         let line = |errors: &mut Vec<FieldError>| {
-            nullable(errors, &at, value, |v| with_str(v, |s| Text::parse(s, limits::NAME_LIKE)))
+            nullable(errors, &at, value, |v| {
+                with_str(v, |s| Text::parse(s, limits::NAME_LIKE))
+            })
         };
         match key.as_str() {
             "line1" => patch.line1 = line(errors),
@@ -513,11 +551,16 @@ fn parse_address(errors: &mut Vec<FieldError>, value: &Value) -> Nullable<Addres
             "city" => patch.city = line(errors),
             "region" => patch.region = line(errors),
             "postal_code" => patch.postal_code = line(errors),
-            "country" => patch.country = nullable(errors, &at, value, |v| with_str(v, CountryCode::parse)),
+            "country" => {
+                patch.country = nullable(errors, &at, value, |v| with_str(v, CountryCode::parse))
+            }
             _ => errors.push(FieldError::new(
                 at,
                 "unknown_field",
-                format!("`{key}` is not an address field ({})", Address::KEYS.join(", ")),
+                format!(
+                    "`{key}` is not an address field ({})",
+                    Address::KEYS.join(", ")
+                ),
             )),
         }
     }
@@ -537,7 +580,10 @@ fn parse_policy(errors: &mut Vec<FieldError>, value: &Value) -> Nullable<Policy>
         }
     };
     let before = errors.len();
-    for key in map.keys().filter(|k| !matches!(k.as_str(), "name" | "limits")) {
+    for key in map
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "name" | "limits"))
+    {
         errors.push(FieldError::new(
             pointer("/policy", key),
             "unknown_field",
@@ -572,7 +618,11 @@ fn parse_policy(errors: &mut Vec<FieldError>, value: &Value) -> Nullable<Policy>
             for (key, v) in items {
                 let at = pointer("/policy/limits", key);
                 if key.is_empty() || key.len() > 64 || key.contains('\0') {
-                    errors.push(FieldError::new(&at, "invalid_key", "limit names must be 1-64 characters"));
+                    errors.push(FieldError::new(
+                        &at,
+                        "invalid_key",
+                        "limit names must be 1-64 characters",
+                    ));
                     continue;
                 }
                 let limit = match v {
@@ -590,8 +640,14 @@ fn parse_policy(errors: &mut Vec<FieldError>, value: &Value) -> Nullable<Policy>
                         continue;
                     }
                 };
-                if key == Policy::MAX_MEMBERS && !matches!(&limit, PolicyLimit::Number(n) if n.is_u64()) {
-                    errors.push(FieldError::new(&at, "invalid_value", "must be a non-negative integer"));
+                if key == Policy::MAX_MEMBERS
+                    && !matches!(&limit, PolicyLimit::Number(n) if n.is_u64())
+                {
+                    errors.push(FieldError::new(
+                        &at,
+                        "invalid_value",
+                        "must be a non-negative integer",
+                    ));
                     continue;
                 }
                 limits_out.insert(key.clone(), limit);
@@ -619,6 +675,14 @@ fn parse_metadata(errors: &mut Vec<FieldError>, value: &Value) -> Option<Map<Str
             None
         }
         Value::Object(map) => match check_json_text(value) {
+            Ok(()) if json_depth(value) > limits::METADATA_DEPTH => {
+                errors.push(FieldError::new(
+                    "/metadata",
+                    "too_deep",
+                    format!("must nest at most {} levels deep", limits::METADATA_DEPTH),
+                ));
+                None
+            }
             Ok(()) => Some(map.clone()),
             Err(e) => {
                 errors.push(e.at("/metadata"));
@@ -629,5 +693,14 @@ fn parse_metadata(errors: &mut Vec<FieldError>, value: &Value) -> Option<Map<Str
             errors.push(type_error("an object").at("/metadata"));
             None
         }
+    }
+}
+
+/// How deeply a JSON value nests: a scalar is 0, `{}` and `[]` are 1.
+fn json_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
     }
 }

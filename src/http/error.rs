@@ -20,7 +20,10 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{detail}")]
-    PermissionDenied { detail: String, errors: Vec<FieldError> },
+    PermissionDenied {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     #[error("the organization is disabled")]
     OrganizationDisabled,
     #[error("no such organization")]
@@ -66,27 +69,79 @@ impl ApiError {
     pub fn meta(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         match self {
-            Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", "Unauthenticated"),
-            PermissionDenied { .. } => (StatusCode::FORBIDDEN, "permission_denied", "Permission denied"),
-            OrganizationDisabled => (StatusCode::FORBIDDEN, "organization_disabled", "Organization disabled"),
-            OrganizationNotFound => (StatusCode::NOT_FOUND, "organization_not_found", "Organization not found"),
+            Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Unauthenticated",
+            ),
+            PermissionDenied { .. } => (
+                StatusCode::FORBIDDEN,
+                "permission_denied",
+                "Permission denied",
+            ),
+            OrganizationDisabled => (
+                StatusCode::FORBIDDEN,
+                "organization_disabled",
+                "Organization disabled",
+            ),
+            OrganizationNotFound => (
+                StatusCode::NOT_FOUND,
+                "organization_not_found",
+                "Organization not found",
+            ),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
-            Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error", "Validation failed"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                "Validation failed",
+            ),
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json", "Malformed JSON"),
             InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header", "Invalid header"),
             NoFields => (StatusCode::BAD_REQUEST, "no_fields", "No fields to update"),
-            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type"),
-            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
-            VersionMismatch => (StatusCode::PRECONDITION_FAILED, "version_mismatch", "Version mismatch"),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            VersionMismatch => (
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                "Version mismatch",
+            ),
             SlugTaken => (StatusCode::CONFLICT, "slug_taken", "Slug taken"),
             DomainTaken => (StatusCode::CONFLICT, "domain_taken", "Domain taken"),
             HierarchyCycle => (StatusCode::CONFLICT, "hierarchy_cycle", "Hierarchy cycle"),
-            HasChildren => (StatusCode::CONFLICT, "has_children", "Organization has children"),
+            HasChildren => (
+                StatusCode::CONFLICT,
+                "has_children",
+                "Organization has children",
+            ),
             ParentDeleted => (StatusCode::CONFLICT, "parent_deleted", "Parent deleted"),
-            IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "Idempotency key reused"),
-            Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+            IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+            ),
+            Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
         }
     }
 
@@ -152,7 +207,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         match &self {
             ApiError::Unauthenticated(_) => {
                 headers.insert(
@@ -180,12 +238,20 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(Constraint::HasChildren) => ApiError::HasChildren,
             StoreError::Conflict(Constraint::IdempotencyKey) => ApiError::Unavailable,
             StoreError::Hierarchy(HierarchyError::Cycle) => ApiError::HierarchyCycle,
-            StoreError::Hierarchy(err @ HierarchyError::ParentNotFound) => ApiError::Validation(vec![
-                FieldError::new("/parent_id", "parent_not_found", err.to_string()),
-            ]),
-            StoreError::Hierarchy(err @ HierarchyError::TooDeep { .. }) => ApiError::Validation(vec![
-                FieldError::new("/parent_id", "max_depth_exceeded", err.to_string()),
-            ]),
+            StoreError::Hierarchy(err @ HierarchyError::ParentNotFound) => {
+                ApiError::Validation(vec![FieldError::new(
+                    "/parent_id",
+                    "parent_not_found",
+                    err.to_string(),
+                )])
+            }
+            StoreError::Hierarchy(err @ HierarchyError::TooDeep { .. }) => {
+                ApiError::Validation(vec![FieldError::new(
+                    "/parent_id",
+                    "max_depth_exceeded",
+                    err.to_string(),
+                )])
+            }
             StoreError::Unavailable(cause) => {
                 tracing::warn!(request.id = %current_request_id(), error = %cause, "database unavailable");
                 ApiError::Unavailable
@@ -206,7 +272,11 @@ impl From<Denied> for ApiError {
             Denied::Fields(fields) => ApiError::PermissionDenied {
                 detail: format!(
                     "you may not change: {}",
-                    fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                    fields
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 errors: fields
                     .iter()
@@ -215,9 +285,15 @@ impl From<Denied> for ApiError {
                             Requirement::Admin => "an admin or owner of the organization",
                             Requirement::Owner => "an owner of the organization",
                             Requirement::Support => "support staff or a system administrator",
-                            Requirement::System => "a system administrator or a write-scoped API key",
+                            Requirement::System => {
+                                "a system administrator or a write-scoped API key"
+                            }
                         };
-                        FieldError::new(f.pointer(), "permission_denied", format!("only {needs} may set this field"))
+                        FieldError::new(
+                            f.pointer(),
+                            "permission_denied",
+                            format!("only {needs} may set this field"),
+                        )
                     })
                     .collect(),
             },

@@ -107,7 +107,11 @@ pub async fn list_org_events(
     let more = events.len() > page.limit as usize;
     events.truncate(page.limit as usize);
     let next_cursor = more
-        .then(|| events.last().map(|(seq, _)| cursor::encode(CursorKind::Events, &seq.to_string())))
+        .then(|| {
+            events
+                .last()
+                .map(|(seq, _)| cursor::encode(CursorKind::Events, &seq.to_string()))
+        })
         .flatten();
     Ok(Json(EventList {
         items: events.iter().map(|(_, e)| EventOut::from(e)).collect(),

@@ -28,14 +28,18 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthenticated("send an Authorization: Bearer header"))?;
+            .ok_or(ApiError::Unauthenticated(
+                "send an Authorization: Bearer header",
+            ))?;
         let token = header
             .to_str()
             .ok()
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or(ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+            .ok_or(ApiError::Unauthenticated(
+                "the Authorization header must be `Bearer <token>`",
+            ))?;
         let invalid = ApiError::Unauthenticated("the token is invalid, expired or revoked");
         let secret = Secret::parse(token).ok_or(invalid)?;
         let hash = secret.hash();
@@ -48,7 +52,9 @@ impl FromRequestParts<AppState> for Caller {
                     root: key.org_id,
                 }))
             }
-            _ => Err(ApiError::Unauthenticated("the token is invalid, expired or revoked")),
+            _ => Err(ApiError::Unauthenticated(
+                "the token is invalid, expired or revoked",
+            )),
         }
     }
 }
@@ -105,7 +111,13 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let essence = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     match essence.as_deref() {
         Some("application/json") | Some("application/merge-patch+json") => Ok(()),
         _ => Err(ApiError::UnsupportedMediaType),
@@ -113,15 +125,17 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 async fn read_limited(body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|err| {
-        let too_large = std::error::Error::source(&err)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::InvalidJson("the body could not be read".into())
-        }
-    })
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|err| {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidJson("the body could not be read".into())
+            }
+        })
 }
 
 /// `If-Match`, compared strongly (RFC 9110 §13.1.1): `*`, or a list of `"<version>"`.
@@ -203,7 +217,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             .filter(|v| !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(|v| IdempotencyKey(Some(v.to_owned())))
             .ok_or_else(|| {
-                ApiError::InvalidHeader("Idempotency-Key must be 1-255 visible ASCII characters".into())
+                ApiError::InvalidHeader(
+                    "Idempotency-Key must be 1-255 visible ASCII characters".into(),
+                )
             })
     }
 }

@@ -33,7 +33,9 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .map(str::to_owned);
     let id = incoming.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    request.headers_mut().insert(X_REQUEST_ID.clone(), value.clone());
+    request
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), value.clone());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
@@ -80,14 +82,35 @@ pub fn security_headers() -> [(HeaderName, HeaderValue); 5] {
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
     ]
 }
 
 /// The docs page runs Swagger UI's own scripts and styles from this origin.
 pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
+
+/// Gives the docs page and its assets (under `/docs`) [`DOCS_CSP`]; `/openapi.json`,
+/// served by the same router, keeps the strict API policy.
+pub async fn docs_csp(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let docs = path == "/docs" || path.starts_with("/docs/");
+    let mut response = next.run(request).await;
+    if docs {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CSP),
+        );
+    }
+    response
+}
 
 /// CORS from `ORGD_CORS_ORIGINS`: `*`, or a comma-separated list of origins.
 pub fn cors(origins: &str) -> CorsLayer {
@@ -104,7 +127,13 @@ pub fn cors(origins: &str) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

@@ -9,7 +9,6 @@ pub mod ops;
 pub mod orgs;
 pub mod query;
 
-use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -86,23 +85,22 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole service: API, operations, docs, and the layers of SPEC §6.
 pub fn router(state: AppState, cors_origins: &str) -> Router {
     let (api, openapi) = api();
-    let docs: Router<AppState> = Router::from(SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(middleware::DOCS_CSP),
-        ));
+    let docs: Router<AppState> =
+        Router::from(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+            .layer(axum::middleware::from_fn(middleware::docs_csp));
     let mut router = api
         .merge(ops::router())
         .route_layer(axum::middleware::from_fn(middleware::record_metrics))
         .merge(docs)
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(CatchPanicLayer::custom(panic_response));
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::cors(cors_origins));
+    // Outside CORS, so that preflight answers (made by the CORS layer) carry them too.
     for (name, value) in middleware::security_headers() {
         router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
     }
     router
-        .layer(middleware::cors(cors_origins))
         .layer(axum::middleware::from_fn(middleware::request_id))
         .with_state(state)
 }

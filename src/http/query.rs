@@ -87,7 +87,11 @@ impl Params {
         let after = self.0.get("cursor").and_then(|text| {
             let decoded = cursor::decode(kind, text).and_then(|p| position(&p));
             if decoded.is_none() {
-                errors.push(FieldError::new("/cursor", "invalid_cursor", "is not a cursor this list returned"));
+                errors.push(FieldError::new(
+                    "/cursor",
+                    "invalid_cursor",
+                    "is not a cursor this list returned",
+                ));
             }
             decoded
         });
@@ -97,19 +101,29 @@ impl Params {
     /// Filters and page of an organization list.
     pub fn org_list(&self) -> Result<(OrgFilter, Page<OrgId>), Vec<FieldError>> {
         let mut errors = Vec::new();
-        let page = self.page(CursorKind::Organizations, &mut errors, |p| OrgId::parse(p).ok());
+        let page = self.page(CursorKind::Organizations, &mut errors, |p| {
+            OrgId::parse(p).ok()
+        });
         let mut filter = OrgFilter::default();
         if let Some(text) = self.0.get("parent_id") {
             match OrgId::parse(text) {
                 Ok(id) => filter.parent_id = Some(id),
-                Err(_) => errors.push(FieldError::new("/parent_id", "invalid_id", "must be an organization id")),
+                Err(_) => errors.push(FieldError::new(
+                    "/parent_id",
+                    "invalid_id",
+                    "must be an organization id",
+                )),
             }
         }
         if let Some(text) = self.0.get("enabled") {
             match text.as_str() {
                 "true" => filter.enabled = Some(true),
                 "false" => filter.enabled = Some(false),
-                _ => errors.push(FieldError::new("/enabled", "invalid_type", "must be true or false")),
+                _ => errors.push(FieldError::new(
+                    "/enabled",
+                    "invalid_type",
+                    "must be true or false",
+                )),
             }
         }
         if let Some(text) = self.0.get("domain") {
@@ -120,7 +134,11 @@ impl Params {
         }
         if let Some(text) = self.0.get("q") {
             if text.chars().count() > 200 || text.contains('\0') {
-                errors.push(FieldError::new("/q", "too_long", "must be at most 200 characters"));
+                errors.push(FieldError::new(
+                    "/q",
+                    "too_long",
+                    "must be at most 200 characters",
+                ));
             } else if !text.is_empty() {
                 filter.name_contains = Some(text.clone());
             }

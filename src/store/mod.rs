@@ -6,6 +6,7 @@
 //! Every organization-owned method takes the organization's id first, so no query
 //! forgets whose data it touches.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -164,12 +165,15 @@ pub trait Store: Send + Sync + 'static {
 
 pub type SharedStore = Arc<dyn Store>;
 
-/// Opens the store a URL names (`sqlite://…`) and applies pending migrations.
-pub async fn open(database_url: &str) -> anyhow::Result<SharedStore> {
+/// Opens the store a URL names (`sqlite://…` or `postgres://…`) and applies
+/// pending migrations. `pool_size` bounds PostgreSQL connections.
+pub async fn open(database_url: &str, pool_size: u32) -> anyhow::Result<SharedStore> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        anyhow::bail!("PostgreSQL is not supported by this build yet; use a sqlite:// URL")
+        Ok(Arc::new(
+            postgres::PgStore::open(database_url, pool_size).await?,
+        ))
     } else {
         anyhow::bail!("ORGD_DATABASE_URL must start with sqlite:// or postgres://")
     }

@@ -17,9 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::{
-    Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult,
-};
+use super::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult};
 use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
 use crate::domain::event::Event;
 use crate::domain::hierarchy::{self, MAX_DEPTH};
@@ -103,7 +101,11 @@ fn encode<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 }
 
 /// The live parent's id followed by its ancestors; empty if the parent is not live.
-async fn ancestry(conn: &mut SqliteConnection, start: &OrgId, live_only: bool) -> StoreResult<Vec<OrgId>> {
+async fn ancestry(
+    conn: &mut SqliteConnection,
+    start: &OrgId,
+    live_only: bool,
+) -> StoreResult<Vec<OrgId>> {
     let sql = format!(
         "WITH RECURSIVE chain(id, parent_id, depth) AS (
              SELECT id, parent_id, 1 FROM organizations WHERE id = ?1 {}
@@ -112,7 +114,11 @@ async fn ancestry(conn: &mut SqliteConnection, start: &OrgId, live_only: bool) -
                JOIN chain c ON o.id = c.parent_id
               WHERE c.depth < ?2)
          SELECT id FROM chain ORDER BY depth",
-        if live_only { "AND deleted_at IS NULL" } else { "" }
+        if live_only {
+            "AND deleted_at IS NULL"
+        } else {
+            ""
+        }
     );
     let rows = sqlx::query(&sql)
         .bind(start.to_string())
@@ -146,7 +152,11 @@ async fn subtree_height(conn: &mut SqliteConnection, org: &OrgId) -> StoreResult
     Ok(height.unwrap_or(1) as usize)
 }
 
-async fn check_placement(conn: &mut SqliteConnection, org: &Organization, height: usize) -> StoreResult<()> {
+async fn check_placement(
+    conn: &mut SqliteConnection,
+    org: &Organization,
+    height: usize,
+) -> StoreResult<()> {
     if let Some(parent) = &org.parent_id {
         let chain = ancestry(conn, parent, true).await?;
         hierarchy::check_placement(&org.id, &chain, height)?;
@@ -183,7 +193,10 @@ async fn insert_event(conn: &mut SqliteConnection, event: &Event) -> StoreResult
 }
 
 fn decode_key(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ApiKey> {
-    let parse_ts = |s: String| s.parse::<Timestamp>().map_err(|e| StoreError::Other(e.into()));
+    let parse_ts = |s: String| {
+        s.parse::<Timestamp>()
+            .map_err(|e| StoreError::Other(e.into()))
+    };
     let id: String = row.get("id");
     let scopes: String = row.get("scopes");
     let org_id: Option<String> = row.get("org_id");
@@ -205,23 +218,30 @@ fn decode_key(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ApiKey> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(db_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
     async fn find_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>> {
         let row: Option<String> = match lookup {
-            OrgLookup::Id(id) => sqlx::query_scalar("SELECT doc FROM organizations WHERE id = ?1")
-                .bind(id.to_string())
-                .fetch_optional(&self.reader)
-                .await,
-            OrgLookup::Slug(slug) => sqlx::query_scalar(
-                "SELECT doc FROM organizations WHERE slug = ?1
+            OrgLookup::Id(id) => {
+                sqlx::query_scalar("SELECT doc FROM organizations WHERE id = ?1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.reader)
+                    .await
+            }
+            OrgLookup::Slug(slug) => {
+                sqlx::query_scalar(
+                    "SELECT doc FROM organizations WHERE slug = ?1
                   ORDER BY deleted_at IS NOT NULL, deleted_at DESC LIMIT 1",
-            )
-            .bind(slug.as_str())
-            .fetch_optional(&self.reader)
-            .await,
+                )
+                .bind(slug.as_str())
+                .fetch_optional(&self.reader)
+                .await
+            }
         }
         .map_err(db_error)?;
         row.as_deref().map(decode_org).transpose()
@@ -268,7 +288,10 @@ impl Store for SqliteStore {
                 .push(")");
         }
         if let Some(text) = &filter.name_contains {
-            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             q.push(" AND lower(name) LIKE ")
                 .push_bind(format!("%{}%", escaped.to_lowercase()))
                 .push(" ESCAPE '\\'");
@@ -292,26 +315,8 @@ impl Store for SqliteStore {
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
-        check_placement(&mut tx, org, 1).await?;
-        sqlx::query(
-            "INSERT INTO organizations
-                 (id, slug, name, parent_id, enabled, version, created_at, updated_at, deleted_at, doc)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
-        )
-        .bind(org.id.to_string())
-        .bind(org.slug.as_str())
-        .bind(org.name.as_str())
-        .bind(org.parent_id.map(|p| p.to_string()))
-        .bind(org.enabled)
-        .bind(org.version)
-        .bind(time::format(org.created_at))
-        .bind(time::format(org.updated_at))
-        .bind(encode(org)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(unique_as(Constraint::SlugTaken))?;
-        insert_domains(&mut tx, org).await?;
-        insert_event(&mut tx, event).await?;
+        // The idempotency record goes first: a concurrent retry with the same key
+        // then fails on its key, not on the slug or domains the first attempt took.
         if let Some(record) = idempotency {
             // An expired record with the same key makes room for the new one.
             sqlx::query("DELETE FROM idempotency_keys WHERE principal = ?1 AND key = ?2 AND created_at < ?3")
@@ -335,6 +340,26 @@ impl Store for SqliteStore {
             .await
             .map_err(unique_as(Constraint::IdempotencyKey))?;
         }
+        check_placement(&mut tx, org, 1).await?;
+        sqlx::query(
+            "INSERT INTO organizations
+                 (id, slug, name, parent_id, enabled, version, created_at, updated_at, deleted_at, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+        )
+        .bind(org.id.to_string())
+        .bind(org.slug.as_str())
+        .bind(org.name.as_str())
+        .bind(org.parent_id.map(|p| p.to_string()))
+        .bind(org.enabled)
+        .bind(org.version)
+        .bind(time::format(org.created_at))
+        .bind(time::format(org.updated_at))
+        .bind(encode(org)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(unique_as(Constraint::SlugTaken))?;
+        insert_domains(&mut tx, org).await?;
+        insert_event(&mut tx, event).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -423,7 +448,10 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| {
                 let doc: String = r.get("doc");
-                Ok((r.get("seq"), serde_json::from_str(&doc).map_err(json_error)?))
+                Ok((
+                    r.get("seq"),
+                    serde_json::from_str(&doc).map_err(json_error)?,
+                ))
             })
             .collect()
     }
@@ -454,7 +482,9 @@ impl Store for SqliteStore {
             fingerprint: row.get("fingerprint"),
             org_id: OrgId::parse(&org_id).map_err(|e| StoreError::Other(e.into()))?,
             response: serde_json::from_str(&response).map_err(json_error)?,
-            created_at: created_at.parse().map_err(|e: jiff::Error| StoreError::Other(e.into()))?,
+            created_at: created_at
+                .parse()
+                .map_err(|e: jiff::Error| StoreError::Other(e.into()))?,
         }))
     }
 
@@ -494,12 +524,13 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_key(&self, key_id: &KeyId, at: Timestamp) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
-            .bind(key_id.to_string())
-            .bind(time::format(at))
-            .execute(&self.writer)
-            .await
-            .map_err(db_error)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+                .bind(key_id.to_string())
+                .bind(time::format(at))
+                .execute(&self.writer)
+                .await
+                .map_err(db_error)?;
         Ok(done.rows_affected() == 1)
     }
 

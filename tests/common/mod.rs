@@ -19,6 +19,85 @@ pub struct TestApp {
     pub data_dir: TempDir,
     pub server: Option<RunningServer>,
     client: reqwest::Client,
+    /// `(server URL, schema)` when running on PostgreSQL.
+    pg_schema: Option<(String, String)>,
+}
+
+/// Creates an empty schema with a unique name for one test. The first call in a
+/// process also drops schemas left by test processes that are gone (a process can
+/// exit before a test's clean-up thread has finished).
+async fn fresh_pg_schema(url: &str) -> String {
+    use sqlx::Connection;
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let schema = format!("t_{}", uuid_simple());
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("ORGD_TEST_DATABASE_URL must point at a reachable PostgreSQL");
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let leftovers: Vec<String> =
+            sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_default();
+        for name in leftovers {
+            let pid = name.split('_').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test schema");
+    schema
+}
+
+fn uuid_simple() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let Some((url, schema)) = self.pg_schema.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which must not be blocked: the
+        // server's connections finish their rollbacks on it, and DROP SCHEMA waits
+        // for their locks. A detached thread with its own runtime removes the schema.
+        std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                        let _ = sqlx::query("SET lock_timeout = '20s'")
+                            .execute(&mut conn)
+                            .await;
+                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                });
+            }
+        });
+    }
 }
 
 /// One response, with its body parsed as JSON when it is JSON.
@@ -87,7 +166,10 @@ impl Req<'_> {
     /// Replaces the credentials (`None` sends none).
     pub fn key(mut self, key: Option<&str>) -> Self {
         let request = self.builder.build().expect("request builds");
-        let mut rebuilt = self.app.client.request(request.method().clone(), request.url().clone());
+        let mut rebuilt = self
+            .app
+            .client
+            .request(request.method().clone(), request.url().clone());
         for (name, value) in request.headers() {
             if name != reqwest::header::AUTHORIZATION {
                 rebuilt = rebuilt.header(name, value);
@@ -108,7 +190,10 @@ impl Req<'_> {
     }
 
     pub fn raw(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        self.builder = self.builder.header("content-type", content_type).body(body.into());
+        self.builder = self
+            .builder
+            .header("content-type", content_type)
+            .body(body.into());
         self
     }
 
@@ -124,7 +209,11 @@ impl Req<'_> {
     }
 
     pub async fn send_any(self) -> TestResponse {
-        let response = self.builder.send().await.expect("request reaches the server");
+        let response = self
+            .builder
+            .send()
+            .await
+            .expect("request reaches the server");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body is readable");
@@ -139,12 +228,26 @@ impl Req<'_> {
 }
 
 impl TestApp {
-    /// A server on a fresh SQLite file in a temporary directory.
+    /// A server on a fresh store: a SQLite file in a temporary directory, or, when
+    /// `ORGD_TEST_DATABASE_URL` names a PostgreSQL database, a fresh schema in it
+    /// (dropped when the test ends). The same tests thus run on both stores.
     pub async fn spawn() -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
+        let (database_url, pg_schema) = match std::env::var("ORGD_TEST_DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") => {
+                let schema = fresh_pg_schema(&url).await;
+                let sep = if url.contains('?') { '&' } else { '?' };
+                (
+                    Some(format!("{url}{sep}options=-c%20search_path%3D{schema}")),
+                    Some((url, schema)),
+                )
+            }
+            _ => (None, None),
+        };
         let store = StoreConfig {
             data_dir: data_dir.path().to_path_buf(),
-            database_url: None,
+            database_url: database_url.map(Into::into),
+            database_pool_size: 4,
         };
         let mut serve = ServeConfig::local();
         serve.bootstrap_key = Some(ADMIN_KEY.into());
@@ -155,7 +258,13 @@ impl TestApp {
             data_dir,
             server: Some(server),
             client: reqwest::Client::new(),
+            pg_schema,
         }
+    }
+
+    /// Whether this test runs on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.pg_schema.is_some()
     }
 
     pub fn store(&self) -> &orgd::store::SharedStore {
@@ -205,7 +314,71 @@ impl TestApp {
 
     /// The organization's audit trail.
     pub async fn events(&self, org: &str) -> Vec<Value> {
-        let body = self.get(&format!("/v1/organizations/{org}/events?limit=200")).send(200).await.body;
+        let body = self
+            .get(&format!("/v1/organizations/{org}/events?limit=200"))
+            .send(200)
+            .await
+            .body;
         body["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Key helpers for tests that need the key's id (to revoke it, or find it in a list).
+impl TestApp {
+    /// Like [`TestApp::key`], but also returns the key's id (`key_…`).
+    pub async fn key_with_id(
+        &self,
+        scopes: &[&str],
+        org: Option<&str>,
+        name: Option<&str>,
+    ) -> (String, String) {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        let (key, secret) =
+            orgd::keys::create_key(self.store(), &scopes, org, name.map(str::to_owned))
+                .await
+                .expect("key created");
+        (key.id.to_string(), secret.expose().to_owned())
+    }
+
+    /// Revokes a key by id; returns whether an active key was revoked.
+    pub async fn revoke_key(&self, id: &str) -> bool {
+        let id = orgd::domain::ids::KeyId::parse(id).expect("a key id");
+        self.store()
+            .revoke_api_key(&id, orgd::domain::time::now())
+            .await
+            .expect("revoke succeeds")
+    }
+}
+
+impl TestApp {
+    /// A server on the SQLite file of `data_dir`, with its serve configuration
+    /// adjusted by `configure` (the admin key is [`ADMIN_KEY`] unless changed).
+    pub async fn spawn_in(data_dir: TempDir, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        use clap::Parser;
+        let path = data_dir
+            .path()
+            .to_str()
+            .expect("a UTF-8 temp path")
+            .to_owned();
+        // Parsed like the command line, so fields added to the config keep their defaults.
+        let mut store =
+            orgd::config::Cli::parse_from(["orgd", "--data-dir", path.as_str(), "migrate"]).store;
+        store.database_url = None;
+        let mut serve = ServeConfig::local();
+        serve.bootstrap_key = Some(ADMIN_KEY.into());
+        configure(&mut serve);
+        let admin = serve
+            .bootstrap_key
+            .as_ref()
+            .map_or_else(String::new, |k| k.expose().to_owned());
+        let server = server::start(&store, &serve).await.expect("server starts");
+        TestApp {
+            base: format!("http://{}", server.addr),
+            admin,
+            data_dir,
+            server: Some(server),
+            client: reqwest::Client::new(),
+            pg_schema: None,
+        }
     }
 }

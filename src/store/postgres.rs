@@ -1,0 +1,644 @@
+//! The PostgreSQL store, for running any number of orgd processes on one database
+//! (or on a PostgreSQL-compatible distributed SQL engine; see docs/scaling.md).
+//!
+//! Guarantees match the SQLite store's, by different means: the organization row is
+//! locked (`FOR UPDATE`) for the read-check-write of an update; transactions that
+//! rely on tree facts (a move, a delete, a restore, a create under a parent) run
+//! SERIALIZABLE so two concurrent moves cannot build a cycle; serialization
+//! failures and deadlocks are retried a bounded number of times; and uniqueness is
+//! left to named unique indexes, whose names map to the client's 409.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
+
+use super::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult};
+use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
+use crate::domain::event::Event;
+use crate::domain::hierarchy::{self, MAX_DEPTH};
+use crate::domain::ids::{KeyId, OrgId};
+use crate::domain::org::Organization;
+use crate::domain::time;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Bound on recursive walks, well past MAX_DEPTH, so corrupt data cannot loop forever.
+const WALK_LIMIT: i64 = 2 * MAX_DEPTH as i64;
+/// Attempts of a transaction that keeps failing with 40001 / 40P01.
+const TX_ATTEMPTS: usize = 8;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn open(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .context("invalid PostgreSQL URL")?
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            // Fail fast when the database is down: requests answer 503 within a few
+            // seconds rather than queueing for the default 30.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        // sqlx's migrator takes a lock, so processes starting together apply each
+        // migration once.
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("cannot apply PostgreSQL migrations")?;
+        Ok(Self { pool })
+    }
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// Sorts a sqlx error into what the caller can act on.
+fn db_error(err: sqlx::Error) -> StoreError {
+    let unavailable = match &err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(_) => sqlstate(&err).is_some_and(|code| {
+            // Connection exceptions, shutdown, too many connections, and the
+            // serialization failures / deadlocks that outlived their retries.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "53300"
+                || is_retryable_code(&code)
+        }),
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(err.into())
+    } else {
+        StoreError::Other(err.into())
+    }
+}
+
+fn is_retryable_code(code: &str) -> bool {
+    code == "40001" || code == "40P01"
+}
+
+fn is_retryable(err: &StoreError) -> bool {
+    match err {
+        StoreError::Unavailable(cause) => cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlstate)
+            .is_some_and(|c| is_retryable_code(&c)),
+        _ => false,
+    }
+}
+
+/// Maps a unique violation to the constraint its index name stands for.
+fn constraint_error(err: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        if db.is_unique_violation() {
+            match db.constraint() {
+                Some("org_slug_key") => return StoreError::Conflict(Constraint::SlugTaken),
+                Some("org_domains_pkey") => return StoreError::Conflict(Constraint::DomainTaken),
+                Some("idempotency_keys_pkey") => {
+                    return StoreError::Conflict(Constraint::IdempotencyKey)
+                }
+                _ => {}
+            }
+        }
+    }
+    db_error(err)
+}
+
+/// Runs `attempt` again while it fails with a serialization failure or deadlock.
+async fn retrying<T, F, Fut>(mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(err) if tries < TX_ATTEMPTS && is_retryable(&err) => {
+                // A short, growing pause lets the competing transaction finish.
+                tokio::time::sleep(Duration::from_millis(2 * tries as u64)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn json_error(err: serde_json::Error) -> StoreError {
+    StoreError::Other(anyhow::Error::new(err).context("stored JSON does not decode"))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(json_error)
+}
+
+fn decode_org(doc: &str) -> StoreResult<Organization> {
+    serde_json::from_str(doc).map_err(json_error)
+}
+
+fn parse_id<T>(parsed: Result<T, crate::domain::ids::IdParseError>) -> StoreResult<T> {
+    parsed.map_err(|e| StoreError::Other(e.into()))
+}
+
+async fn begin(
+    pool: &PgPool,
+    serializable: bool,
+) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    if serializable {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(tx)
+}
+
+/// The start org's id followed by its ancestors'; empty if it is not live (when asked).
+async fn ancestry(
+    conn: &mut PgConnection,
+    start: &OrgId,
+    live_only: bool,
+) -> StoreResult<Vec<OrgId>> {
+    let sql = format!(
+        "WITH RECURSIVE chain(id, parent_id, depth) AS (
+             SELECT id, parent_id, 1 FROM organizations WHERE id = $1 {}
+             UNION ALL
+             SELECT o.id, o.parent_id, c.depth + 1 FROM organizations o
+               JOIN chain c ON o.id = c.parent_id
+              WHERE c.depth < $2)
+         SELECT id FROM chain ORDER BY depth",
+        if live_only {
+            "AND deleted_at IS NULL"
+        } else {
+            ""
+        }
+    );
+    let ids: Vec<String> = sqlx::query_scalar(&sql)
+        .bind(start.to_string())
+        .bind(WALK_LIMIT as i32)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    ids.iter().map(|id| parse_id(OrgId::parse(id))).collect()
+}
+
+async fn subtree_height(conn: &mut PgConnection, org: &OrgId) -> StoreResult<usize> {
+    let height: Option<i32> = sqlx::query_scalar(
+        "WITH RECURSIVE sub(id, level) AS (
+             SELECT id, 1 FROM organizations WHERE id = $1
+             UNION ALL
+             SELECT o.id, s.level + 1 FROM organizations o JOIN sub s ON o.parent_id = s.id
+              WHERE o.deleted_at IS NULL AND s.level < $2)
+         SELECT MAX(level) FROM sub",
+    )
+    .bind(org.to_string())
+    .bind(WALK_LIMIT as i32)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(height.unwrap_or(1) as usize)
+}
+
+async fn check_placement(
+    conn: &mut PgConnection,
+    org: &Organization,
+    height: usize,
+) -> StoreResult<()> {
+    if let Some(parent) = &org.parent_id {
+        let chain = ancestry(conn, parent, true).await?;
+        hierarchy::check_placement(&org.id, &chain, height)?;
+    }
+    Ok(())
+}
+
+async fn insert_domains(conn: &mut PgConnection, org: &Organization) -> StoreResult<()> {
+    if org.domains.is_empty() {
+        return Ok(());
+    }
+    let domains: Vec<&str> = org.domains.iter().map(|d| d.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO org_domains (domain, org_id) SELECT d, $2 FROM UNNEST($1::text[]) AS d",
+    )
+    .bind(&domains)
+    .bind(org.id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(constraint_error)?;
+    Ok(())
+}
+
+async fn insert_event(conn: &mut PgConnection, event: &Event) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (id, org_id, type, version, occurred_at, doc)
+         VALUES ($1, $2, $3, $4, $5::timestamptz, $6::jsonb)",
+    )
+    .bind(event.id.to_string())
+    .bind(event.organization_id.to_string())
+    .bind(event.event_type.as_str())
+    .bind(event.version)
+    .bind(time::format(event.occurred_at))
+    .bind(encode(event)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn millis(ms: i64) -> StoreResult<Timestamp> {
+    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Other(e.into()))
+}
+
+const KEY_COLUMNS: &str = "id, name, scopes::text AS scopes, org_id, secret_hash,
+    (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
+    (extract(epoch FROM revoked_at) * 1000)::bigint AS revoked_ms";
+
+fn decode_key(row: &PgRow) -> StoreResult<ApiKey> {
+    let id: String = row.get("id");
+    let scopes: String = row.get("scopes");
+    let org_id: Option<String> = row.get("org_id");
+    let revoked_ms: Option<i64> = row.get("revoked_ms");
+    Ok(ApiKey {
+        id: parse_id(KeyId::parse(&id))?,
+        name: row.get("name"),
+        scopes: serde_json::from_str::<ScopeSet>(&scopes).map_err(json_error)?,
+        org_id: org_id.map(|s| parse_id(OrgId::parse(&s))).transpose()?,
+        secret_hash: SecretHash(row.get("secret_hash")),
+        created_at: millis(row.get("created_ms"))?,
+        revoked_at: revoked_ms.map(millis).transpose()?,
+    })
+}
+
+impl PgStore {
+    async fn create_org_once(
+        &self,
+        org: &Organization,
+        event: &Event,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        let mut tx = begin(&self.pool, org.parent_id.is_some()).await?;
+        // The idempotency record goes first: a concurrent retry with the same key
+        // then fails on its key, not on the slug or domains the first attempt took.
+        if let Some(record) = idempotency {
+            sqlx::query(
+                "DELETE FROM idempotency_keys
+                  WHERE principal = $1 AND key = $2 AND created_at < $3::timestamptz - interval '24 hours'",
+            )
+            .bind(&record.principal)
+            .bind(&record.key)
+            .bind(time::format(record.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            sqlx::query(
+                "INSERT INTO idempotency_keys (principal, key, fingerprint, org_id, response, created_at)
+                 VALUES ($1, $2, $3, $4, $5::jsonb, $6::timestamptz)",
+            )
+            .bind(&record.principal)
+            .bind(&record.key)
+            .bind(&record.fingerprint)
+            .bind(record.org_id.to_string())
+            .bind(encode(&record.response)?)
+            .bind(time::format(record.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(constraint_error)?;
+        }
+        check_placement(&mut tx, org, 1).await?;
+        sqlx::query(
+            "INSERT INTO organizations
+                 (id, slug, name, parent_id, enabled, version, created_at, updated_at, deleted_at, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8::timestamptz, NULL, $9::jsonb)",
+        )
+        .bind(org.id.to_string())
+        .bind(org.slug.as_str())
+        .bind(org.name.as_str())
+        .bind(org.parent_id.map(|p| p.to_string()))
+        .bind(org.enabled)
+        .bind(org.version)
+        .bind(time::format(org.created_at))
+        .bind(time::format(org.updated_at))
+        .bind(encode(org)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(constraint_error)?;
+        insert_domains(&mut tx, org).await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn write_org_once(
+        &self,
+        org_id: &OrgId,
+        expected_version: i64,
+        org: &Organization,
+        event: &Event,
+    ) -> StoreResult<()> {
+        // Whether this write depends on tree facts is known from the new state and
+        // confirmed against the locked row below; deciding isolation up front keeps
+        // plain field updates at READ COMMITTED.
+        let touches_tree = org.parent_id.is_some() || !org.is_live();
+        let mut tx = begin(&self.pool, touches_tree).await?;
+        let doc: Option<String> =
+            sqlx::query_scalar("SELECT doc::text FROM organizations WHERE id = $1 FOR UPDATE")
+                .bind(org_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let old = decode_org(&doc.ok_or(StoreError::NotFound)?)?;
+        if old.version != expected_version {
+            return Err(StoreError::VersionMismatch);
+        }
+        let restoring = !old.is_live() && org.is_live();
+        if org.parent_id != old.parent_id || (restoring && org.parent_id.is_some()) {
+            let height = subtree_height(&mut tx, org_id).await?;
+            check_placement(&mut tx, org, height).await?;
+        }
+        if old.is_live() && !org.is_live() {
+            let children: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM organizations WHERE parent_id = $1 AND deleted_at IS NULL",
+            )
+            .bind(org_id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if children > 0 {
+                return Err(StoreError::Conflict(Constraint::HasChildren));
+            }
+        }
+        sqlx::query(
+            "UPDATE organizations
+                SET slug = $2, name = $3, parent_id = $4, enabled = $5, version = $6,
+                    updated_at = $7::timestamptz, deleted_at = $8::timestamptz, doc = $9::jsonb
+              WHERE id = $1 AND version = $10",
+        )
+        .bind(org_id.to_string())
+        .bind(org.slug.as_str())
+        .bind(org.name.as_str())
+        .bind(org.parent_id.map(|p| p.to_string()))
+        .bind(org.enabled)
+        .bind(org.version)
+        .bind(time::format(org.updated_at))
+        .bind(org.deleted_at.map(time::format))
+        .bind(encode(org)?)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(constraint_error)?;
+        if old.domains != org.domains || old.is_live() != org.is_live() {
+            sqlx::query("DELETE FROM org_domains WHERE org_id = $1")
+                .bind(org_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if org.is_live() {
+                insert_domains(&mut tx, org).await?;
+            }
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>> {
+        let doc: Option<String> = match lookup {
+            OrgLookup::Id(id) => {
+                sqlx::query_scalar("SELECT doc::text FROM organizations WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            OrgLookup::Slug(slug) => {
+                sqlx::query_scalar(
+                    "SELECT doc::text FROM organizations WHERE slug = $1
+                  ORDER BY deleted_at IS NOT NULL, deleted_at DESC LIMIT 1",
+                )
+                .bind(slug.as_str())
+                .fetch_optional(&self.pool)
+                .await
+            }
+        }
+        .map_err(db_error)?;
+        doc.as_deref().map(decode_org).transpose()
+    }
+
+    async fn lineage(&self, org_id: &OrgId) -> StoreResult<Vec<OrgId>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        ancestry(&mut conn, org_id, false).await
+    }
+
+    async fn list_orgs(
+        &self,
+        filter: &OrgFilter,
+        after: Option<&OrgId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Organization>> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("");
+        if let Some(root) = &filter.within {
+            q.push(
+                "WITH RECURSIVE subtree(id, level) AS (SELECT id, 1 FROM organizations WHERE id = ",
+            )
+            .push_bind(root.to_string())
+            .push(
+                " UNION ALL SELECT o.id, s.level + 1 FROM organizations o
+                         JOIN subtree s ON o.parent_id = s.id WHERE s.level < ",
+            )
+            .push_bind(WALK_LIMIT as i32)
+            .push(") ");
+        }
+        q.push("SELECT doc::text FROM organizations WHERE deleted_at IS NULL");
+        if filter.within.is_some() {
+            q.push(" AND id IN (SELECT id FROM subtree)");
+        }
+        if let Some(parent) = &filter.parent_id {
+            q.push(" AND parent_id = ").push_bind(parent.to_string());
+        }
+        if let Some(enabled) = filter.enabled {
+            q.push(" AND enabled = ").push_bind(enabled);
+        }
+        if let Some(domain) = &filter.domain {
+            q.push(" AND id IN (SELECT org_id FROM org_domains WHERE domain = ")
+                .push_bind(domain.as_str().to_owned())
+                .push(")");
+        }
+        if let Some(text) = &filter.name_contains {
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            q.push(" AND lower(name) LIKE ")
+                .push_bind(format!("%{}%", escaped.to_lowercase()))
+                .push(" ESCAPE '\\'");
+        }
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after.to_string());
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let docs: Vec<String> = q
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        docs.iter().map(|d| decode_org(d)).collect()
+    }
+
+    async fn create_org(
+        &self,
+        org: &Organization,
+        event: &Event,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> StoreResult<()> {
+        retrying(|| self.create_org_once(org, event, idempotency)).await
+    }
+
+    async fn write_org(
+        &self,
+        org_id: &OrgId,
+        expected_version: i64,
+        org: &Organization,
+        event: &Event,
+    ) -> StoreResult<()> {
+        retrying(|| self.write_org_once(org_id, expected_version, org, event)).await
+    }
+
+    async fn list_org_events(
+        &self,
+        org_id: &OrgId,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, Event)>> {
+        let rows = sqlx::query(
+            "SELECT seq, doc::text AS doc FROM events WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(org_id.to_string())
+        .bind(after_seq.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                let doc: String = r.get("doc");
+                Ok((
+                    r.get("seq"),
+                    serde_json::from_str(&doc).map_err(json_error)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn find_idempotency(
+        &self,
+        principal: &str,
+        key: &str,
+        since: Timestamp,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let row = sqlx::query(
+            "SELECT fingerprint, org_id, response::text AS response,
+                    (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
+               FROM idempotency_keys
+              WHERE principal = $1 AND key = $2 AND created_at >= $3::timestamptz",
+        )
+        .bind(principal)
+        .bind(key)
+        .bind(time::format(since))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let org_id: String = row.get("org_id");
+        let response: String = row.get("response");
+        Ok(Some(IdempotencyRecord {
+            principal: principal.to_owned(),
+            key: key.to_owned(),
+            fingerprint: row.get("fingerprint"),
+            org_id: parse_id(OrgId::parse(&org_id))?,
+            response: serde_json::from_str(&response).map_err(json_error)?,
+            created_at: millis(row.get("created_ms"))?,
+        }))
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, scopes, org_id, secret_hash, created_at, revoked_at)
+             VALUES ($1, $2, $3::jsonb, $4, $5, $6::timestamptz, $7::timestamptz)",
+        )
+        .bind(key.id.to_string())
+        .bind(&key.name)
+        .bind(encode(&key.scopes)?)
+        .bind(key.org_id.map(|o| o.to_string()))
+        .bind(&key.secret_hash.0)
+        .bind(time::format(key.created_at))
+        .bind(key.revoked_at.map(time::format))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"
+        ))
+        .bind(&hash.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.as_ref().map(decode_key).transpose()
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(decode_key).collect()
+    }
+
+    async fn revoke_api_key(&self, key_id: &KeyId, at: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $2::timestamptz WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_id.to_string())
+        .bind(time::format(at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_api_keys(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(n as u64)
+    }
+}
