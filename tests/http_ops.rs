@@ -4,15 +4,14 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use common::process::ServeProcess;
 use common::{TestApp, TestResponse};
 
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
@@ -563,102 +562,6 @@ async fn key_secrets_are_stored_only_as_hashes() {
 }
 
 // ---- a real `orgd serve` process ------------------------------------------------
-
-/// An `orgd serve` child process, killed if a test fails before stopping it.
-struct ServeProcess {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl ServeProcess {
-    /// Starts `orgd serve` on `data_dir` and waits until `/healthz` answers.
-    async fn start(data_dir: &Path, log_dir: &Path) -> ServeProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = log_dir.join(format!("serve-{port}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orgd"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ORGD_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .arg("serve")
-            .env("ORGD_DATA_DIR", data_dir)
-            .env("ORGD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ORGD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("a log file"))
-            .spawn()
-            .expect("orgd starts");
-        let mut process = ServeProcess {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(format!("{}/healthz", process.base)).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = process.child.try_wait() {
-                panic!("orgd serve exited early ({status}):\n{}", process.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orgd serve did not become healthy:\n{}",
-                process.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        process
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill -TERM failed");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait works") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orgd did not stop within {within:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 async fn status_with_key(base: &str, key: &str) -> u16 {
     reqwest::Client::new()

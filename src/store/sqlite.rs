@@ -64,6 +64,14 @@ impl SqliteStore {
     }
 }
 
+/// Starts a write transaction holding SQLite's write lock from its first statement.
+/// A deferred BEGIN would read first and then fail at once with SQLITE_BUSY when
+/// another process (a second `orgd`, or `orgd keys`) committed in between; IMMEDIATE
+/// waits for the lock within the busy timeout instead.
+async fn begin_immediate(pool: &SqlitePool) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
+}
+
 /// Sorts a sqlx error into what the caller can act on.
 fn db_error(err: sqlx::Error) -> StoreError {
     match &err {
@@ -314,7 +322,7 @@ impl Store for SqliteStore {
         event: &Event,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let mut tx = begin_immediate(&self.writer).await?;
         // The idempotency record goes first: a concurrent retry with the same key
         // then fails on its key, not on the slug or domains the first attempt took.
         if let Some(record) = idempotency {
@@ -370,7 +378,7 @@ impl Store for SqliteStore {
         org: &Organization,
         event: &Event,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let mut tx = begin_immediate(&self.writer).await?;
         let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM organizations WHERE id = ?1")
             .bind(org_id.to_string())
             .fetch_optional(&mut *tx)

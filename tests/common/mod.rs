@@ -2,6 +2,8 @@
 //! test, driven over HTTP like any client would.
 #![allow(dead_code)]
 
+pub mod process;
+
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -26,7 +28,7 @@ pub struct TestApp {
 /// Creates an empty schema with a unique name for one test. The first call in a
 /// process also drops schemas left by test processes that are gone (a process can
 /// exit before a test's clean-up thread has finished).
-async fn fresh_pg_schema(url: &str) -> String {
+pub async fn fresh_pg_schema(url: &str) -> String {
     use sqlx::Connection;
     static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let schema = format!("t_{}", uuid_simple());
@@ -73,31 +75,79 @@ fn uuid_simple() -> String {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let Some((url, schema)) = self.pg_schema.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime, which must not be blocked: the
-        // server's connections finish their rollbacks on it, and DROP SCHEMA waits
-        // for their locks. A detached thread with its own runtime removes the schema.
-        std::thread::spawn(move || {
-            use sqlx::Connection;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                        let _ = sqlx::query("SET lock_timeout = '20s'")
-                            .execute(&mut conn)
-                            .await;
-                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .execute(&mut conn)
-                            .await;
-                    }
-                });
-            }
-        });
+        if let Some((url, schema)) = self.pg_schema.take() {
+            drop_pg_schema_later(url, schema);
+        }
     }
+}
+
+/// Drop runs inside the test's runtime, which must not be blocked: the server's
+/// connections finish their rollbacks on it, and DROP SCHEMA waits for their locks.
+/// A detached thread with its own runtime removes the schema.
+fn drop_pg_schema_later(url: String, schema: String) {
+    std::thread::spawn(move || {
+        use sqlx::Connection;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::query("SET lock_timeout = '20s'")
+                        .execute(&mut conn)
+                        .await;
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        }
+    });
+}
+
+/// A database several orgd processes can share: a fresh PostgreSQL schema when
+/// `ORGD_TEST_DATABASE_URL` is set (its URL in `url`), else `None`, meaning the
+/// SQLite file of a shared data dir.
+pub struct SharedDatabase {
+    pub url: Option<String>,
+    pg_schema: Option<(String, String)>,
+}
+
+impl SharedDatabase {
+    pub async fn new() -> SharedDatabase {
+        match std::env::var("ORGD_TEST_DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") => {
+                let schema = fresh_pg_schema(&url).await;
+                SharedDatabase {
+                    url: Some(pg_url_with_schema(&url, &schema)),
+                    pg_schema: Some((url, schema)),
+                }
+            }
+            _ => SharedDatabase {
+                url: None,
+                pg_schema: None,
+            },
+        }
+    }
+
+    /// The base PostgreSQL URL, when on PostgreSQL.
+    pub fn postgres_base(&self) -> Option<&str> {
+        self.pg_schema.as_ref().map(|(url, _)| url.as_str())
+    }
+}
+
+impl Drop for SharedDatabase {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = self.pg_schema.take() {
+            drop_pg_schema_later(url, schema);
+        }
+    }
+}
+
+/// `url` with the schema as its search path.
+pub fn pg_url_with_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
 }
 
 /// One response, with its body parsed as JSON when it is JSON.
