@@ -118,6 +118,10 @@ pub struct ServeConfig {
     #[arg(long, env = "ORGD_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
+    /// An `acr` value that counts as multi-factor (besides `amr` containing `mfa`).
+    #[arg(long, env = "ORGD_JWT_MFA_ACR")]
+    pub jwt_mfa_acr: Option<String>,
+
     /// Claim holding global roles (`system_admin`, `support`).
     #[arg(long, env = "ORGD_JWT_ROLES_CLAIM", default_value = "roles")]
     pub jwt_roles_claim: String,
@@ -150,6 +154,7 @@ impl ServeConfig {
             jwt_jwks: None,
             jwt_issuer: None,
             jwt_audience: None,
+            jwt_mfa_acr: None,
             jwt_roles_claim: "roles".into(),
             rate_limit: None,
             webhooks_allow_private: false,

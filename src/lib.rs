@@ -12,6 +12,7 @@
 //!   server on a random port).
 //! - [`keys`]: `orgd keys …` and the bootstrap key.
 
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;

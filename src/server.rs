@@ -11,6 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
+use crate::auth::jwt::{JwksSource, JwtSettings, JwtVerifier};
+use crate::auth::rate_limit::{self, PrincipalLimiter};
+use crate::auth::Authenticator;
 use crate::config::{ServeConfig, StoreConfig};
 use crate::http::{self, AppState};
 use crate::keys;
@@ -38,6 +43,36 @@ fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// A JWT verifier when an HS256 secret or a JWKS source is configured.
+async fn jwt_verifier(serve: &ServeConfig) -> Option<JwtVerifier> {
+    if serve.jwt_hs256_secret.is_none() && serve.jwt_jwks.is_none() {
+        return None;
+    }
+    Some(
+        JwtVerifier::new(JwtSettings {
+            hs256_secret: serve
+                .jwt_hs256_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
+            jwks: serve.jwt_jwks.as_deref().map(JwksSource::parse),
+            issuer: serve.jwt_issuer.clone(),
+            audience: serve.jwt_audience.clone(),
+            roles_claim: serve.jwt_roles_claim.clone(),
+            mfa_acr: serve.jwt_mfa_acr.clone(),
+        })
+        .await,
+    )
+}
+
+fn rate_limiter(serve: &ServeConfig) -> anyhow::Result<Option<Arc<PrincipalLimiter>>> {
+    let Some(text) = &serve.rate_limit else {
+        return Ok(None);
+    };
+    let (count, window) =
+        rate_limit::parse_rate(text).map_err(|e| anyhow::anyhow!("ORGD_RATE_LIMIT {e}"))?;
+    Ok(Some(Arc::new(PrincipalLimiter::new(count, window))))
 }
 
 /// Opens (and migrates) the configured store, creating the data dir if needed.
@@ -82,6 +117,11 @@ pub async fn start(
     }
     let state = AppState {
         store: store.clone(),
+        auth: Arc::new(Authenticator {
+            store: store.clone(),
+            jwt: jwt_verifier(serve).await,
+        }),
+        limiter: rate_limiter(serve)?,
         metrics: metrics_handle(),
     };
     let router = http::router(state, &serve.cors_origins);

@@ -42,7 +42,7 @@ async fn insert(app: &TestApp, org: &Organization) -> Result<(), StoreError> {
         1,
         patch::creation_changes(org),
     );
-    app.store().create_org(org, &event, None).await
+    app.store().create_org(org, &event, None, None).await
 }
 
 /// Writes `next` over the stored version `expected`, with an update event.
@@ -207,13 +207,13 @@ async fn a_second_idempotency_record_for_one_key_is_refused_with_its_org() {
     let a = org("alpha", None);
     let event = context().event(EventType::OrganizationCreated, a.id, 1, Default::default());
     app.store()
-        .create_org(&a, &event, Some(&record(&a)))
+        .create_org(&a, &event, None, Some(&record(&a)))
         .await
         .unwrap();
     let b = org("beta", None);
     let event = context().event(EventType::OrganizationCreated, b.id, 1, Default::default());
     assert!(matches!(
-        app.store().create_org(&b, &event, Some(&record(&b))).await,
+        app.store().create_org(&b, &event, None, Some(&record(&b))).await,
         Err(StoreError::Conflict(Constraint::IdempotencyKey))
     ));
     assert!(app

@@ -12,6 +12,7 @@ use base64::Engine;
 pub enum CursorKind {
     Organizations,
     Events,
+    Members,
 }
 
 impl CursorKind {
@@ -19,6 +20,7 @@ impl CursorKind {
         match self {
             CursorKind::Organizations => "o1",
             CursorKind::Events => "e1",
+            CursorKind::Members => "m1",
         }
     }
 }

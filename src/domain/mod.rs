@@ -12,6 +12,7 @@ pub mod event;
 pub mod fields;
 pub mod hierarchy;
 pub mod ids;
+pub mod members;
 pub mod org;
 pub mod patch;
 pub mod problems;

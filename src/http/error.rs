@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::middleware::current_request_id;
 use crate::domain::access::{requirement, Denied, Requirement};
 use crate::domain::hierarchy::HierarchyError;
+use crate::domain::members::MemberRuleError;
 use crate::domain::problems::FieldError;
 use crate::store::{Constraint, StoreError};
 
@@ -26,6 +27,20 @@ pub enum ApiError {
     },
     #[error("the organization is disabled")]
     OrganizationDisabled,
+    #[error("this organization requires multi-factor authentication; sign in with MFA")]
+    MfaRequired,
+    #[error("no such member")]
+    MemberNotFound,
+    #[error("an organization must keep at least one owner")]
+    LastOwner,
+    #[error("{0}")]
+    MemberLimitReached(String),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited {
+        retry_after_secs: u64,
+        limit: u32,
+        window_secs: u64,
+    },
     #[error("no such organization")]
     OrganizationNotFound,
     #[error("no such route")]
@@ -66,82 +81,36 @@ pub enum ApiError {
 
 impl ApiError {
     /// Status, code and title: the registry of every error the API can answer.
+    #[rustfmt::skip] // one line per code reads as the table it is
     pub fn meta(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         match self {
-            Unauthenticated(_) => (
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "Unauthenticated",
-            ),
-            PermissionDenied { .. } => (
-                StatusCode::FORBIDDEN,
-                "permission_denied",
-                "Permission denied",
-            ),
-            OrganizationDisabled => (
-                StatusCode::FORBIDDEN,
-                "organization_disabled",
-                "Organization disabled",
-            ),
-            OrganizationNotFound => (
-                StatusCode::NOT_FOUND,
-                "organization_not_found",
-                "Organization not found",
-            ),
+            Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", "Unauthenticated"),
+            PermissionDenied { .. } => (StatusCode::FORBIDDEN, "permission_denied", "Permission denied"),
+            OrganizationDisabled => (StatusCode::FORBIDDEN, "organization_disabled", "Organization disabled"),
+            MfaRequired => (StatusCode::FORBIDDEN, "mfa_required", "MFA required"),
+            OrganizationNotFound => (StatusCode::NOT_FOUND, "organization_not_found", "Organization not found"),
+            MemberNotFound => (StatusCode::NOT_FOUND, "member_not_found", "Member not found"),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-            MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Method not allowed",
-            ),
-            Validation(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_error",
-                "Validation failed",
-            ),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
+            Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error", "Validation failed"),
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json", "Malformed JSON"),
             InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header", "Invalid header"),
             NoFields => (StatusCode::BAD_REQUEST, "no_fields", "No fields to update"),
-            UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Unsupported media type",
-            ),
-            PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "Payload too large",
-            ),
-            VersionMismatch => (
-                StatusCode::PRECONDITION_FAILED,
-                "version_mismatch",
-                "Version mismatch",
-            ),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type"),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
+            VersionMismatch => (StatusCode::PRECONDITION_FAILED, "version_mismatch", "Version mismatch"),
             SlugTaken => (StatusCode::CONFLICT, "slug_taken", "Slug taken"),
             DomainTaken => (StatusCode::CONFLICT, "domain_taken", "Domain taken"),
             HierarchyCycle => (StatusCode::CONFLICT, "hierarchy_cycle", "Hierarchy cycle"),
-            HasChildren => (
-                StatusCode::CONFLICT,
-                "has_children",
-                "Organization has children",
-            ),
+            HasChildren => (StatusCode::CONFLICT, "has_children", "Organization has children"),
             ParentDeleted => (StatusCode::CONFLICT, "parent_deleted", "Parent deleted"),
-            IdempotencyKeyReused => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "Idempotency key reused",
-            ),
-            Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-            ),
-            Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal server error",
-            ),
+            LastOwner => (StatusCode::CONFLICT, "last_owner", "Last owner"),
+            MemberLimitReached(_) => (StatusCode::CONFLICT, "member_limit_reached", "Member limit reached"),
+            IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "Idempotency key reused"),
+            RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
+            Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
     }
 
@@ -221,7 +190,25 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::MethodNotAllowed => {}
+            ApiError::RateLimited {
+                retry_after_secs,
+                limit,
+                window_secs,
+            } => {
+                let retry = retry_after_secs.to_string();
+                if let Ok(v) = HeaderValue::from_str(&retry) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
+                // draft-ietf-httpapi-ratelimit-headers
+                if let Ok(v) = HeaderValue::from_str(&format!("{limit};w={window_secs}")) {
+                    headers.insert("ratelimit-policy", v);
+                }
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("limit={limit}, remaining=0, reset={retry}"))
+                {
+                    headers.insert("ratelimit", v);
+                }
+            }
             _ => {}
         }
         response
@@ -237,6 +224,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(Constraint::DomainTaken) => ApiError::DomainTaken,
             StoreError::Conflict(Constraint::HasChildren) => ApiError::HasChildren,
             StoreError::Conflict(Constraint::IdempotencyKey) => ApiError::Unavailable,
+            StoreError::Member(MemberRuleError::LastOwner) => ApiError::LastOwner,
+            StoreError::Member(err @ MemberRuleError::LimitReached { .. }) => {
+                ApiError::MemberLimitReached(err.to_string())
+            }
             StoreError::Hierarchy(HierarchyError::Cycle) => ApiError::HierarchyCycle,
             StoreError::Hierarchy(err @ HierarchyError::ParentNotFound) => {
                 ApiError::Validation(vec![FieldError::new(
@@ -269,6 +260,11 @@ impl From<Denied> for ApiError {
                 errors: Vec::new(),
             },
             Denied::OrganizationDisabled => ApiError::OrganizationDisabled,
+            Denied::MfaRequired => ApiError::MfaRequired,
+            Denied::Role(why) => ApiError::PermissionDenied {
+                detail: why.to_owned(),
+                errors: Vec::new(),
+            },
             Denied::Fields(fields) => ApiError::PermissionDenied {
                 detail: format!(
                     "you may not change: {}",

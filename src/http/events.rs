@@ -95,8 +95,14 @@ pub async fn list_org_events(
     OrgRef(lookup): OrgRef,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventList>, ApiError> {
-    access::authorize_read(&principal, Scope::EventsRead)?;
-    let org = super::orgs::load_for_trail(&app, &principal, &lookup).await?;
+    let loaded = super::orgs::load_for_trail(&app, &principal, &lookup).await?;
+    access::authorize_org_read(
+        &principal,
+        &loaded.authority,
+        &loaded.org,
+        Scope::EventsRead,
+    )?;
+    let org = loaded.org;
     let page = Params::parse(query.as_deref())
         .event_page()
         .map_err(ApiError::Validation)?;

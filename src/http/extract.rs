@@ -3,22 +3,23 @@
 //! with problem+json rather than axum's plain-text rejections.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::auth::AuthError;
 use crate::domain::access::Principal;
-use crate::domain::apikey::Secret;
+use crate::domain::members::UserId;
 use crate::domain::problems::FieldError;
 use crate::store::OrgLookup;
 
 /// Largest body accepted (SPEC §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The authenticated caller.
+/// The authenticated caller, within its rate limit.
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
@@ -40,23 +41,39 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthenticated(
                 "the Authorization header must be `Bearer <token>`",
             ))?;
-        let invalid = ApiError::Unauthenticated("the token is invalid, expired or revoked");
-        let secret = Secret::parse(token).ok_or(invalid)?;
-        let hash = secret.hash();
-        let key = app.store.find_api_key(&hash).await?;
-        match key {
-            Some(key) if key.revoked_at.is_none() && key.secret_hash.matches(&hash) => {
-                Ok(Caller(Principal::ApiKey {
-                    id: key.id,
-                    scopes: key.scopes,
-                    root: key.org_id,
-                }))
-            }
-            _ => Err(ApiError::Unauthenticated(
-                "the token is invalid, expired or revoked",
-            )),
+        let principal = app
+            .auth
+            .authenticate(token)
+            .await
+            .map_err(|err| match err {
+                AuthError::Store(err) => ApiError::from(err),
+                AuthError::NoUserTokens => {
+                    ApiError::Unauthenticated("user tokens are not accepted by this deployment")
+                }
+                AuthError::Invalid => {
+                    ApiError::Unauthenticated("the token is invalid, expired or revoked")
+                }
+            })?;
+        if let Some(limiter) = &app.limiter {
+            limiter
+                .check(&principal.key())
+                .map_err(|wait| ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    limit: limiter.per,
+                    window_secs: limiter.window_secs,
+                })?;
         }
+        Ok(Caller(principal))
     }
+}
+
+/// One named path parameter, percent-decoded; `None` when absent or not UTF-8.
+async fn path_param<S: Send + Sync>(parts: &mut Parts, state: &S, name: &str) -> Option<String> {
+    let params = RawPathParams::from_request_parts(parts, state).await.ok()?;
+    params
+        .iter()
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
 }
 
 /// The `{org}` path segment: an id or a slug. Anything that can be neither names no
@@ -67,12 +84,28 @@ impl<S: Send + Sync> FromRequestParts<S> for OrgRef {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(text) = Path::<String>::from_request_parts(parts, state)
+        let text = path_param(parts, state, "org")
             .await
-            .map_err(|_| ApiError::OrganizationNotFound)?;
+            .ok_or(ApiError::OrganizationNotFound)?;
         OrgLookup::parse(&text)
             .map(OrgRef)
             .ok_or(ApiError::OrganizationNotFound)
+    }
+}
+
+/// The `{user_id}` path segment of a membership route.
+pub struct MemberRef(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for MemberRef {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let text = path_param(parts, state, "user_id")
+            .await
+            .ok_or(ApiError::MemberNotFound)?;
+        UserId::parse(&text)
+            .map(MemberRef)
+            .map_err(|_| ApiError::MemberNotFound)
     }
 }
 

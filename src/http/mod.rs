@@ -4,6 +4,7 @@
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod members;
 pub mod middleware;
 pub mod ops;
 pub mod orgs;
@@ -19,6 +20,10 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use std::sync::Arc;
+
+use crate::auth::rate_limit::PrincipalLimiter;
+use crate::auth::Authenticator;
 use crate::domain::access::Principal;
 use crate::domain::event::EventContext;
 use crate::domain::time;
@@ -28,6 +33,8 @@ use crate::store::SharedStore;
 #[derive(Clone)]
 pub struct AppState {
     pub store: SharedStore,
+    pub auth: Arc<Authenticator>,
+    pub limiter: Option<Arc<PrincipalLimiter>>,
     pub metrics: PrometheusHandle,
 }
 
@@ -52,6 +59,7 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "organizations", description = "Create, read, update (PATCH/PUT), delete and restore organizations"),
+        (name = "members", description = "Who belongs to an organization, with which role"),
         (name = "events", description = "The audit trail"),
     )
 )]
@@ -67,7 +75,9 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key (`orgd_…`)"))
+                    .description(Some(
+                        "An API key (`orgd_…`) or a user JWT from the identity provider",
+                    ))
                     .build(),
             ),
         );
@@ -78,6 +88,7 @@ impl Modify for BearerAuth {
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(orgs::router())
+        .merge(members::router())
         .merge(events::router())
         .split_for_parts()
 }

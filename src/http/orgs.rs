@@ -22,12 +22,13 @@ use super::error::{ApiError, Problem};
 use super::extract::{Caller, IdempotencyKey, IfMatch, JsonObject, OrgRef, WriteHeaders};
 use super::query::{ListParams, Params};
 use super::AppState;
-use crate::domain::access::{self, Principal};
+use crate::domain::access::{self, Authority, OrgRole, Principal};
 use crate::domain::apikey::Scope;
 use crate::domain::cursor::{self, CursorKind};
 use crate::domain::event::{Event, EventType};
 use crate::domain::fields::Slug;
 use crate::domain::ids::OrgId;
+use crate::domain::members::Membership;
 use crate::domain::org::Organization;
 use crate::domain::patch::{self, FieldChange, Outcome};
 use crate::domain::problems::FieldError;
@@ -231,31 +232,80 @@ fn respond_org(status: StatusCode, org: &Organization, minimal: bool) -> Respons
 
 /// Which organizations a lookup may find.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Find {
+pub(super) enum Find {
     Live,
     LiveOrDeleted,
 }
 
-/// The organization `lookup` names, if this principal may know it exists.
-async fn load_org(
+/// An organization as loaded for one caller, with what the caller is in it.
+pub(super) struct Loaded {
+    pub org: Organization,
+    pub authority: Authority,
+}
+
+/// The organization `lookup` names, if this principal may know it exists, with
+/// the caller's authority in it (from its membership, for users).
+pub(super) async fn load_org(
     app: &AppState,
     principal: &Principal,
     lookup: &OrgLookup,
     which: Find,
-) -> Result<Organization, ApiError> {
+) -> Result<Loaded, ApiError> {
     let org = app
         .store
         .find_org(lookup)
         .await?
         .filter(|o| which == Find::LiveOrDeleted || o.is_live())
         .ok_or(ApiError::OrganizationNotFound)?;
-    if principal.root().is_some() {
-        let lineage = app.store.lineage(&org.id).await?;
-        if !principal.can_see(&lineage) {
-            return Err(ApiError::OrganizationNotFound);
-        }
+    let membership = membership_role(app, principal, &org.id).await?;
+    let lineage = match principal.root() {
+        Some(_) => app.store.lineage(&org.id).await?,
+        None => Vec::new(),
+    };
+    if !principal.can_see(&lineage, membership) {
+        return Err(ApiError::OrganizationNotFound);
     }
-    Ok(org)
+    let authority = principal.authority(membership);
+    Ok(Loaded { org, authority })
+}
+
+/// A user's role in an org (keys have none).
+pub(super) async fn membership_role(
+    app: &AppState,
+    principal: &Principal,
+    org_id: &OrgId,
+) -> Result<Option<OrgRole>, ApiError> {
+    match principal.user() {
+        Some(user) => Ok(app
+            .store
+            .find_membership(org_id, &user.id)
+            .await?
+            .map(|m| m.role)),
+        None => Ok(None),
+    }
+}
+
+/// The caller's authority on another organization (a new parent), when it may see
+/// it; a parent it may not see is reported as not found, like any unknown parent.
+async fn authority_on_parent(
+    app: &AppState,
+    principal: &Principal,
+    parent: &OrgId,
+) -> Result<Authority, ApiError> {
+    let role = membership_role(app, principal, parent).await?;
+    let lineage = match principal.root() {
+        Some(_) => app.store.lineage(parent).await?,
+        None => Vec::new(),
+    };
+    if principal.can_see(&lineage, role) {
+        Ok(principal.authority(role))
+    } else {
+        Err(ApiError::Validation(vec![FieldError::new(
+            "/parent_id",
+            "parent_not_found",
+            "the parent organization does not exist or is deleted",
+        )]))
+    }
 }
 
 fn check_if_match(if_match: Option<&IfMatch>, org: &Organization) -> Result<(), ApiError> {
@@ -278,14 +328,15 @@ async fn change_org<F>(
     mut plan: F,
 ) -> Result<Organization, ApiError>
 where
-    F: FnMut(&Organization) -> Result<Option<(Organization, Event)>, ApiError>,
+    F: FnMut(&Loaded) -> Result<Option<(Organization, Event)>, ApiError>,
 {
     for _ in 0..MAX_ATTEMPTS {
-        let current = load_org(app, principal, lookup, which).await?;
-        check_if_match(if_match, &current)?;
-        let Some((next, event)) = plan(&current)? else {
-            return Ok(current);
+        let loaded = load_org(app, principal, lookup, which).await?;
+        check_if_match(if_match, &loaded.org)?;
+        let Some((next, event)) = plan(&loaded)? else {
+            return Ok(loaded.org);
         };
+        let current = &loaded.org;
         match app
             .store
             .write_org(&current.id, current.version, &next, &event)
@@ -346,6 +397,10 @@ pub async fn update_org(
     // Parsing depends only on the body, so it is done once even if the write is
     // re-planned against a newer row.
     let parsed = patch::parse(&body);
+    // Moving under a new parent also needs owner or admin there (SPEC §1, parent_id).
+    if let patch::Nullable::Set(parent) = &parsed.patch.parent_id {
+        access::authorize_new_parent(&authority_on_parent(&app, &principal, parent).await?)?;
+    }
     let events = app.event_context(&principal);
     let org = change_org(
         &app,
@@ -353,8 +408,11 @@ pub async fn update_org(
         &lookup,
         Find::Live,
         headers.if_match.as_ref(),
-        |current| {
-            access::authorize_update(&principal, current, &parsed.touched)?;
+        |Loaded {
+             org: current,
+             authority,
+         }| {
+            access::authorize_update(&principal, authority, current, &parsed.touched)?;
             match parsed
                 .plan(current, events.now)
                 .map_err(ApiError::Validation)?
@@ -402,7 +460,6 @@ pub async fn create_org(
     headers: WriteHeaders,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    access::authorize_write(&principal)?;
     let events = app.event_context(&principal);
     let fingerprint = hex::encode(Sha256::digest(Value::Object(body.clone()).to_string()));
     if let Some(key) = &idempotency_key {
@@ -419,8 +476,24 @@ pub async fn create_org(
     if let Some(root) = principal.root() {
         check_parent_within(&app, &root, &parsed.patch.parent_id).await?;
     }
+    let parent_authority = match &parsed.patch.parent_id {
+        patch::Nullable::Set(parent) => Some(authority_on_parent(&app, &principal, parent).await?),
+        _ => None,
+    };
+    access::authorize_create(&principal, &parsed.touched, parent_authority.as_ref())?;
     let (mut org, slug_was_made) =
         patch::plan_create(&parsed, OrgId::generate(), events.now).map_err(ApiError::Validation)?;
+    // A user who creates an organization becomes its first owner.
+    let mut owner = principal.user().map(|user| Membership {
+        org_id: org.id,
+        user_id: user.id.clone(),
+        role: OrgRole::Owner,
+        display_name: None,
+        external_id: None,
+        title: None,
+        created_at: events.now,
+        updated_at: events.now,
+    });
     for attempt in 0u32.. {
         let event = events.event(
             EventType::OrganizationCreated,
@@ -438,7 +511,14 @@ pub async fn create_org(
             response: out,
             created_at: events.now,
         });
-        match app.store.create_org(&org, &event, record.as_ref()).await {
+        if let Some(owner) = owner.as_mut() {
+            owner.org_id = org.id;
+        }
+        match app
+            .store
+            .create_org(&org, &event, owner.as_ref(), record.as_ref())
+            .await
+        {
             Ok(()) => break,
             // A slug we made from the name collides: try it with a short suffix.
             Err(StoreError::Conflict(crate::store::Constraint::SlugTaken))
@@ -548,8 +628,8 @@ pub async fn get_org(
     Caller(principal): Caller,
     OrgRef(lookup): OrgRef,
 ) -> Result<Response, ApiError> {
-    access::authorize_read(&principal, Scope::OrganizationsRead)?;
-    let org = load_org(&app, &principal, &lookup, Find::Live).await?;
+    let Loaded { org, authority } = load_org(&app, &principal, &lookup, Find::Live).await?;
+    access::authorize_org_read(&principal, &authority, &org, Scope::OrganizationsRead)?;
     Ok(respond_org(StatusCode::OK, &org, false))
 }
 
@@ -581,7 +661,6 @@ pub async fn delete_org(
     OrgRef(lookup): OrgRef,
     headers: WriteHeaders,
 ) -> Result<Response, ApiError> {
-    access::authorize_write(&principal)?;
     let events = app.event_context(&principal);
     let org = change_org(
         &app,
@@ -589,7 +668,11 @@ pub async fn delete_org(
         &lookup,
         Find::Live,
         headers.if_match.as_ref(),
-        |current| {
+        |Loaded {
+             org: current,
+             authority,
+         }| {
+            access::authorize_lifecycle(&principal, authority, current)?;
             let mut next = current.clone();
             next.deleted_at = Some(events.now);
             next.version += 1;
@@ -632,7 +715,6 @@ pub async fn restore_org(
     OrgRef(lookup): OrgRef,
     headers: WriteHeaders,
 ) -> Result<Response, ApiError> {
-    access::authorize_write(&principal)?;
     let events = app.event_context(&principal);
     let result = change_org(
         &app,
@@ -640,7 +722,11 @@ pub async fn restore_org(
         &lookup,
         Find::LiveOrDeleted,
         headers.if_match.as_ref(),
-        |current| {
+        |Loaded {
+             org: current,
+             authority,
+         }| {
+            access::authorize_lifecycle(&principal, authority, current)?;
             if current.is_live() {
                 return Ok(None);
             }
@@ -730,8 +816,8 @@ pub async fn list_children(
     OrgRef(lookup): OrgRef,
     RawQuery(query): RawQuery,
 ) -> Result<Json<OrganizationList>, ApiError> {
-    access::authorize_read(&principal, Scope::OrganizationsRead)?;
-    let org = load_org(&app, &principal, &lookup, Find::Live).await?;
+    let Loaded { org, authority } = load_org(&app, &principal, &lookup, Find::Live).await?;
+    access::authorize_org_read(&principal, &authority, &org, Scope::OrganizationsRead)?;
     let params = Params::parse(query.as_deref());
     let (mut filter, page) = params.org_list().map_err(ApiError::Validation)?;
     filter.parent_id = Some(org.id);
@@ -745,6 +831,10 @@ async fn list_page(
     page: super::query::Page<OrgId>,
 ) -> Result<Json<OrganizationList>, ApiError> {
     filter.within = principal.root();
+    // Users see the organizations they belong to; staff with global roles see all.
+    if !principal.is_global() {
+        filter.member = principal.user().map(|u| u.id.clone());
+    }
     let mut orgs = app
         .store
         .list_orgs(&filter, page.after.as_ref(), page.limit + 1)
@@ -768,6 +858,6 @@ pub(super) async fn load_for_trail(
     app: &AppState,
     principal: &Principal,
     lookup: &OrgLookup,
-) -> Result<Organization, ApiError> {
+) -> Result<Loaded, ApiError> {
     load_org(app, principal, lookup, Find::LiveOrDeleted).await
 }

@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 use crate::domain::cursor::{self, CursorKind};
 use crate::domain::fields::DomainName;
 use crate::domain::ids::OrgId;
+use crate::domain::members::UserId;
 use crate::domain::problems::FieldError;
 use crate::store::OrgFilter;
 
@@ -145,6 +146,17 @@ impl Params {
         }
         if errors.is_empty() {
             Ok((filter, page))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Page of a member list (positions are user ids).
+    pub fn member_page(&self) -> Result<Page<UserId>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let page = self.page(CursorKind::Members, &mut errors, |p| UserId::parse(p).ok());
+        if errors.is_empty() {
+            Ok(page)
         } else {
             Err(errors)
         }

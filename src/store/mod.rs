@@ -19,6 +19,7 @@ use crate::domain::event::Event;
 use crate::domain::fields::{DomainName, Slug};
 use crate::domain::hierarchy::HierarchyError;
 use crate::domain::ids::{KeyId, OrgId};
+use crate::domain::members::{MemberRuleError, Membership, UserId};
 use crate::domain::org::Organization;
 
 /// How a request names an organization: `org_…` or its slug (slugs never hold `_`).
@@ -49,6 +50,8 @@ pub struct OrgFilter {
     pub name_contains: Option<String>,
     /// Only this organization and its descendants (a key bound to a subtree).
     pub within: Option<OrgId>,
+    /// Only organizations this user is a member of.
+    pub member: Option<UserId>,
 }
 
 /// A stored Idempotency-Key: the request it was first used with and the answer given.
@@ -86,6 +89,8 @@ pub enum StoreError {
     Conflict(Constraint),
     #[error(transparent)]
     Hierarchy(#[from] HierarchyError),
+    #[error(transparent)]
+    Member(#[from] MemberRuleError),
     /// The database cannot be reached or is too busy; the request may be retried.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] anyhow::Error),
@@ -118,11 +123,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Organization>>;
 
     /// Inserts a new organization with its `organization.created` event and, if
-    /// given, the idempotency record, in one transaction.
+    /// given, its first owner and the idempotency record, in one transaction.
     async fn create_org(
         &self,
         org: &Organization,
         event: &Event,
+        owner: Option<&Membership>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()>;
 
@@ -144,6 +150,37 @@ pub trait Store: Send + Sync + 'static {
         after_seq: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<(i64, Event)>>;
+
+    // ---- memberships ----
+
+    async fn find_membership(
+        &self,
+        org_id: &OrgId,
+        user_id: &UserId,
+    ) -> StoreResult<Option<Membership>>;
+
+    /// The org's members in user-id order, after `after`, at most `limit`.
+    async fn list_members(
+        &self,
+        org_id: &OrgId,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Membership>>;
+
+    /// Replaces the membership `expected` (as the caller read it; `None` for "not a
+    /// member") by `after` (`None` removes it) and records `event`, in one
+    /// transaction that holds the organization: fails with `VersionMismatch` if the
+    /// membership changed meanwhile, and with `Member` if the last owner would go or
+    /// the plan's member limit would be passed (counted inside the transaction, so
+    /// concurrent adds cannot overshoot it).
+    async fn write_membership(
+        &self,
+        org_id: &OrgId,
+        user_id: &UserId,
+        expected: Option<&Membership>,
+        after: Option<&Membership>,
+        event: &Event,
+    ) -> StoreResult<()>;
 
     /// The record for `key`, if one was made at or after `since`.
     async fn find_idempotency(

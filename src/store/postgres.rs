@@ -22,6 +22,7 @@ use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
 use crate::domain::event::Event;
 use crate::domain::hierarchy::{self, MAX_DEPTH};
 use crate::domain::ids::{KeyId, OrgId};
+use crate::domain::members::{self, Membership, UserId};
 use crate::domain::org::Organization;
 use crate::domain::time;
 
@@ -262,6 +263,37 @@ async fn insert_event(conn: &mut PgConnection, event: &Event) -> StoreResult<()>
     Ok(())
 }
 
+async fn upsert_membership(conn: &mut PgConnection, member: &Membership) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO memberships (org_id, user_id, role, doc) VALUES ($1, $2, $3, $4::jsonb)
+         ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role, doc = excluded.doc",
+    )
+    .bind(member.org_id.to_string())
+    .bind(member.user_id.as_str())
+    .bind(member.role.as_str())
+    .bind(encode(member)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+async fn read_membership(
+    conn: &mut PgConnection,
+    org_id: &OrgId,
+    user_id: &UserId,
+) -> StoreResult<Option<Membership>> {
+    let doc: Option<String> =
+        sqlx::query_scalar("SELECT doc::text FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id.to_string())
+            .bind(user_id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    doc.map(|d| serde_json::from_str(&d).map_err(json_error))
+        .transpose()
+}
+
 fn millis(ms: i64) -> StoreResult<Timestamp> {
     Timestamp::from_millisecond(ms).map_err(|e| StoreError::Other(e.into()))
 }
@@ -291,6 +323,7 @@ impl PgStore {
         &self,
         org: &Organization,
         event: &Event,
+        owner: Option<&Membership>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
         let mut tx = begin(&self.pool, org.parent_id.is_some()).await?;
@@ -340,6 +373,62 @@ impl PgStore {
         .await
         .map_err(constraint_error)?;
         insert_domains(&mut tx, org).await?;
+        if let Some(owner) = owner {
+            upsert_membership(&mut tx, owner).await?;
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn write_membership_once(
+        &self,
+        org_id: &OrgId,
+        user_id: &UserId,
+        expected: Option<&Membership>,
+        after: Option<&Membership>,
+        event: &Event,
+    ) -> StoreResult<()> {
+        let mut tx = begin(&self.pool, false).await?;
+        // Holding the org's row serializes membership changes per organization, so
+        // the owner and member counts below cannot be overtaken by a concurrent add
+        // or demotion.
+        let doc: Option<String> = sqlx::query_scalar(
+            "SELECT doc::text FROM organizations WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        )
+        .bind(org_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let org = decode_org(&doc.ok_or(StoreError::NotFound)?)?;
+        let current = read_membership(&mut tx, org_id, user_id).await?;
+        if current.as_ref() != expected {
+            return Err(StoreError::VersionMismatch);
+        }
+        let (owners, total): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE role = 'owner'), COUNT(*) FROM memberships WHERE org_id = $1",
+        )
+        .bind(org_id.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        members::check_member_rules(
+            expected,
+            after,
+            owners as u64,
+            total as u64,
+            org.policy.as_ref(),
+        )?;
+        match after {
+            Some(member) => upsert_membership(&mut tx, member).await?,
+            None => {
+                sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+                    .bind(org_id.to_string())
+                    .bind(user_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
         insert_event(&mut tx, event).await?;
         tx.commit().await.map_err(db_error)
     }
@@ -477,6 +566,11 @@ impl Store for PgStore {
         if filter.within.is_some() {
             q.push(" AND id IN (SELECT id FROM subtree)");
         }
+        if let Some(user) = &filter.member {
+            q.push(" AND id IN (SELECT org_id FROM memberships WHERE user_id = ")
+                .push_bind(user.as_str().to_owned())
+                .push(")");
+        }
         if let Some(parent) = &filter.parent_id {
             q.push(" AND parent_id = ").push_bind(parent.to_string());
         }
@@ -513,9 +607,10 @@ impl Store for PgStore {
         &self,
         org: &Organization,
         event: &Event,
+        owner: Option<&Membership>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
-        retrying(|| self.create_org_once(org, event, idempotency)).await
+        retrying(|| self.create_org_once(org, event, owner, idempotency)).await
     }
 
     async fn write_org(
@@ -552,6 +647,46 @@ impl Store for PgStore {
                 ))
             })
             .collect()
+    }
+
+    async fn find_membership(
+        &self,
+        org_id: &OrgId,
+        user_id: &UserId,
+    ) -> StoreResult<Option<Membership>> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        read_membership(&mut conn, org_id, user_id).await
+    }
+
+    async fn list_members(
+        &self,
+        org_id: &OrgId,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Membership>> {
+        let docs: Vec<String> = sqlx::query_scalar(
+            "SELECT doc::text FROM memberships WHERE org_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+        )
+        .bind(org_id.to_string())
+        .bind(after.map_or("", UserId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        docs.iter()
+            .map(|d| serde_json::from_str(d).map_err(json_error))
+            .collect()
+    }
+
+    async fn write_membership(
+        &self,
+        org_id: &OrgId,
+        user_id: &UserId,
+        expected: Option<&Membership>,
+        after: Option<&Membership>,
+        event: &Event,
+    ) -> StoreResult<()> {
+        retrying(|| self.write_membership_once(org_id, user_id, expected, after, event)).await
     }
 
     async fn find_idempotency(

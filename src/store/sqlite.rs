@@ -22,6 +22,7 @@ use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
 use crate::domain::event::Event;
 use crate::domain::hierarchy::{self, MAX_DEPTH};
 use crate::domain::ids::{KeyId, OrgId};
+use crate::domain::members::{self, Membership, UserId};
 use crate::domain::org::Organization;
 use crate::domain::time;
 
@@ -200,6 +201,40 @@ async fn insert_event(conn: &mut SqliteConnection, event: &Event) -> StoreResult
     Ok(())
 }
 
+async fn upsert_membership(conn: &mut SqliteConnection, member: &Membership) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO memberships (org_id, user_id, role, doc) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role, doc = excluded.doc",
+    )
+    .bind(member.org_id.to_string())
+    .bind(member.user_id.as_str())
+    .bind(member.role.as_str())
+    .bind(encode(member)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+async fn read_membership<'c, E>(
+    conn: E,
+    org_id: &OrgId,
+    user_id: &UserId,
+) -> StoreResult<Option<Membership>>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let doc: Option<String> =
+        sqlx::query_scalar("SELECT doc FROM memberships WHERE org_id = ?1 AND user_id = ?2")
+            .bind(org_id.to_string())
+            .bind(user_id.as_str())
+            .fetch_optional(conn)
+            .await
+            .map_err(db_error)?;
+    doc.map(|d| serde_json::from_str(&d).map_err(json_error))
+        .transpose()
+}
+
 fn decode_key(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ApiKey> {
     let parse_ts = |s: String| {
         s.parse::<Timestamp>()
@@ -284,6 +319,11 @@ impl Store for SqliteStore {
         if filter.within.is_some() {
             q.push(" AND id IN (SELECT id FROM subtree)");
         }
+        if let Some(user) = &filter.member {
+            q.push(" AND id IN (SELECT org_id FROM memberships WHERE user_id = ")
+                .push_bind(user.as_str().to_owned())
+                .push(")");
+        }
         if let Some(parent) = &filter.parent_id {
             q.push(" AND parent_id = ").push_bind(parent.to_string());
         }
@@ -320,6 +360,7 @@ impl Store for SqliteStore {
         &self,
         org: &Organization,
         event: &Event,
+        owner: Option<&Membership>,
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
         let mut tx = begin_immediate(&self.writer).await?;
@@ -367,6 +408,9 @@ impl Store for SqliteStore {
         .await
         .map_err(unique_as(Constraint::SlugTaken))?;
         insert_domains(&mut tx, org).await?;
+        if let Some(owner) = owner {
+            upsert_membership(&mut tx, owner).await?;
+        }
         insert_event(&mut tx, event).await?;
         tx.commit().await.map_err(db_error)
     }
@@ -462,6 +506,84 @@ impl Store for SqliteStore {
                 ))
             })
             .collect()
+    }
+
+    async fn find_membership(
+        &self,
+        org_id: &OrgId,
+        user_id: &UserId,
+    ) -> StoreResult<Option<Membership>> {
+        read_membership(&self.reader, org_id, user_id).await
+    }
+
+    async fn list_members(
+        &self,
+        org_id: &OrgId,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Membership>> {
+        let docs: Vec<String> = sqlx::query_scalar(
+            "SELECT doc FROM memberships WHERE org_id = ?1 AND user_id > ?2 ORDER BY user_id LIMIT ?3",
+        )
+        .bind(org_id.to_string())
+        .bind(after.map_or("", UserId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_error)?;
+        docs.iter()
+            .map(|d| serde_json::from_str(d).map_err(json_error))
+            .collect()
+    }
+
+    async fn write_membership(
+        &self,
+        org_id: &OrgId,
+        user_id: &UserId,
+        expected: Option<&Membership>,
+        after: Option<&Membership>,
+        event: &Event,
+    ) -> StoreResult<()> {
+        let mut tx = begin_immediate(&self.writer).await?;
+        let doc: Option<String> = sqlx::query_scalar(
+            "SELECT doc FROM organizations WHERE id = ?1 AND deleted_at IS NULL",
+        )
+        .bind(org_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let org = decode_org(&doc.ok_or(StoreError::NotFound)?)?;
+        let current = read_membership(&mut *tx, org_id, user_id).await?;
+        if current.as_ref() != expected {
+            return Err(StoreError::VersionMismatch);
+        }
+        let (owners, total): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(role = 'owner'), 0), COUNT(*) FROM memberships WHERE org_id = ?1",
+        )
+        .bind(org_id.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        members::check_member_rules(
+            expected,
+            after,
+            owners as u64,
+            total as u64,
+            org.policy.as_ref(),
+        )?;
+        match after {
+            Some(member) => upsert_membership(&mut tx, member).await?,
+            None => {
+                sqlx::query("DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2")
+                    .bind(org_id.to_string())
+                    .bind(user_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     async fn find_idempotency(

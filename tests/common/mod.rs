@@ -14,6 +14,72 @@ use orgd::server::{self, RunningServer};
 
 /// The bootstrap key every test server is started with.
 pub const ADMIN_KEY: &str = "orgd_test-bootstrap-admin-key-0123456789";
+/// HS256 secret, issuer and audience of [`TestApp::spawn_with_users`].
+pub const JWT_SECRET: &str = "test-hs256-secret-that-is-long-enough-0123456789";
+pub const JWT_ISSUER: &str = "https://idp.test";
+pub const JWT_AUDIENCE: &str = "orgd";
+
+/// What a test user token says.
+#[derive(Debug, Clone, Default)]
+pub struct UserClaims {
+    pub sub: String,
+    pub roles: Vec<&'static str>,
+    pub mfa: bool,
+}
+
+impl UserClaims {
+    pub fn new(sub: &str) -> Self {
+        Self {
+            sub: sub.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    pub fn roles(mut self, roles: &[&'static str]) -> Self {
+        self.roles = roles.to_vec();
+        self
+    }
+
+    pub fn mfa(mut self) -> Self {
+        self.mfa = true;
+        self
+    }
+
+    /// The claims as JSON, valid for an hour, for [`TestApp::spawn_with_users`].
+    pub fn to_json(&self) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut claims = json!({
+            "sub": self.sub,
+            "iss": JWT_ISSUER,
+            "aud": JWT_AUDIENCE,
+            "iat": now,
+            "exp": now + 3600,
+            "roles": self.roles,
+        });
+        if self.mfa {
+            claims["amr"] = json!(["pwd", "mfa"]);
+        }
+        claims
+    }
+
+    /// A signed HS256 token.
+    pub fn token(&self) -> String {
+        hs256_token(&self.to_json())
+    }
+}
+
+/// Signs arbitrary claims with [`JWT_SECRET`].
+pub fn hs256_token(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("token signs")
+}
 
 pub struct TestApp {
     pub base: String,
@@ -282,6 +348,22 @@ impl TestApp {
     /// `ORGD_TEST_DATABASE_URL` names a PostgreSQL database, a fresh schema in it
     /// (dropped when the test ends). The same tests thus run on both stores.
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], with user tokens accepted: HS256 with
+    /// [`JWT_SECRET`], issuer [`JWT_ISSUER`], audience [`JWT_AUDIENCE`].
+    pub async fn spawn_with_users() -> TestApp {
+        Self::spawn_with(|serve| {
+            serve.jwt_hs256_secret = Some(JWT_SECRET.into());
+            serve.jwt_issuer = Some(JWT_ISSUER.into());
+            serve.jwt_audience = Some(JWT_AUDIENCE.into());
+        })
+        .await
+    }
+
+    /// A server on a fresh store with its serve configuration adjusted.
+    pub async fn spawn_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_schema) = match std::env::var("ORGD_TEST_DATABASE_URL") {
             Ok(url) if url.starts_with("postgres") => {
@@ -301,6 +383,7 @@ impl TestApp {
         };
         let mut serve = ServeConfig::local();
         serve.bootstrap_key = Some(ADMIN_KEY.into());
+        configure(&mut serve);
         let server = server::start(&store, &serve).await.expect("server starts");
         TestApp {
             base: format!("http://{}", server.addr),
