@@ -213,7 +213,9 @@ async fn a_second_idempotency_record_for_one_key_is_refused_with_its_org() {
     let b = org("beta", None);
     let event = context().event(EventType::OrganizationCreated, b.id, 1, Default::default());
     assert!(matches!(
-        app.store().create_org(&b, &event, None, Some(&record(&b))).await,
+        app.store()
+            .create_org(&b, &event, None, Some(&record(&b)))
+            .await,
         Err(StoreError::Conflict(Constraint::IdempotencyKey))
     ));
     assert!(app

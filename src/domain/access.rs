@@ -193,6 +193,28 @@ pub fn requirement(field: Field) -> Requirement {
     }
 }
 
+/// The matrix as the Markdown table of docs/permissions.md, so the document is
+/// generated from this code (and a test fails when the two drift apart).
+pub fn matrix_markdown() -> String {
+    let mut out = String::from("| field | minimum |\n|---|---|\n");
+    for (requirement, label) in [
+        (Requirement::Admin, "admin"),
+        (Requirement::Owner, "owner"),
+        (Requirement::Support, "support or system"),
+        (Requirement::System, "system"),
+    ] {
+        let fields: Vec<String> = Field::ALL
+            .iter()
+            .filter(|&&f| self::requirement(f) == requirement)
+            .map(|f| format!("`{}`", f.name()))
+            .collect();
+        out.push_str(&format!("| {} | {label} |\n", fields.join(", ")));
+    }
+    let read_only: Vec<String> = Field::READ_ONLY.iter().map(|f| format!("`{f}`")).collect();
+    out.push_str(&format!("| {} | nobody (`read_only`) |\n", read_only.join(", ")));
+    out
+}
+
 impl Authority {
     pub fn meets(&self, requirement: Requirement) -> bool {
         if self.system {
@@ -424,6 +446,16 @@ mod tests {
         for field in Field::ALL {
             assert!(system.meets(requirement(field)), "{field}");
         }
+    }
+
+    #[test]
+    fn the_permissions_document_shows_the_matrix_in_this_code() {
+        let doc = include_str!("../../docs/permissions.md");
+        let table = matrix_markdown();
+        assert!(
+            doc.contains(&table),
+            "docs/permissions.md is out of date; its table must read:\n{table}"
+        );
     }
 
     #[test]

@@ -265,34 +265,38 @@ impl From<Denied> for ApiError {
                 detail: why.to_owned(),
                 errors: Vec::new(),
             },
-            Denied::Fields(fields) => ApiError::PermissionDenied {
-                detail: format!(
-                    "you may not change: {}",
-                    fields
+            Denied::Fields(mut fields) => {
+                // Sorted by name, like every other list of field errors.
+                fields.sort_by_key(|f| f.name());
+                ApiError::PermissionDenied {
+                    detail: format!(
+                        "you may not change: {}",
+                        fields
+                            .iter()
+                            .map(|f| f.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    errors: fields
                         .iter()
-                        .map(|f| f.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                errors: fields
-                    .iter()
-                    .map(|&f| {
-                        let needs = match requirement(f) {
-                            Requirement::Admin => "an admin or owner of the organization",
-                            Requirement::Owner => "an owner of the organization",
-                            Requirement::Support => "support staff or a system administrator",
-                            Requirement::System => {
-                                "a system administrator or a write-scoped API key"
-                            }
-                        };
-                        FieldError::new(
-                            f.pointer(),
-                            "permission_denied",
-                            format!("only {needs} may set this field"),
-                        )
-                    })
-                    .collect(),
-            },
+                        .map(|&f| {
+                            let needs = match requirement(f) {
+                                Requirement::Admin => "an admin or owner of the organization",
+                                Requirement::Owner => "an owner of the organization",
+                                Requirement::Support => "support staff or a system administrator",
+                                Requirement::System => {
+                                    "a system administrator or a write-scoped API key"
+                                }
+                            };
+                            FieldError::new(
+                                f.pointer(),
+                                "permission_denied",
+                                format!("only {needs} may set this field"),
+                            )
+                        })
+                        .collect(),
+                }
+            }
         }
     }
 }

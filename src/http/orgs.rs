@@ -285,27 +285,29 @@ pub(super) async fn membership_role(
     }
 }
 
-/// The caller's authority on another organization (a new parent), when it may see
-/// it; a parent it may not see is reported as not found, like any unknown parent.
+/// The caller's authority on another organization (a new parent), or `None` when
+/// it may not see it (then it is reported as not found, like any unknown parent).
 async fn authority_on_parent(
     app: &AppState,
     principal: &Principal,
     parent: &OrgId,
-) -> Result<Authority, ApiError> {
+) -> Result<Option<Authority>, ApiError> {
     let role = membership_role(app, principal, parent).await?;
     let lineage = match principal.root() {
         Some(_) => app.store.lineage(parent).await?,
         None => Vec::new(),
     };
-    if principal.can_see(&lineage, role) {
-        Ok(principal.authority(role))
-    } else {
-        Err(ApiError::Validation(vec![FieldError::new(
-            "/parent_id",
-            "parent_not_found",
-            "the parent organization does not exist or is deleted",
-        )]))
-    }
+    Ok(principal
+        .can_see(&lineage, role)
+        .then(|| principal.authority(role)))
+}
+
+fn parent_not_found() -> ApiError {
+    ApiError::Validation(vec![FieldError::new(
+        "/parent_id",
+        "parent_not_found",
+        "the parent organization does not exist or is deleted",
+    )])
 }
 
 fn check_if_match(if_match: Option<&IfMatch>, org: &Organization) -> Result<(), ApiError> {
@@ -397,10 +399,12 @@ pub async fn update_org(
     // Parsing depends only on the body, so it is done once even if the write is
     // re-planned against a newer row.
     let parsed = patch::parse(&body);
-    // Moving under a new parent also needs owner or admin there (SPEC §1, parent_id).
-    if let patch::Nullable::Set(parent) = &parsed.patch.parent_id {
-        access::authorize_new_parent(&authority_on_parent(&app, &principal, parent).await?)?;
-    }
+    // Moving under a new parent also needs owner or admin there (SPEC §1,
+    // parent_id); looked up once here, judged after the org's own checks below.
+    let new_parent = match &parsed.patch.parent_id {
+        patch::Nullable::Set(parent) => Some(authority_on_parent(&app, &principal, parent).await?),
+        _ => None,
+    };
     let events = app.event_context(&principal);
     let org = change_org(
         &app,
@@ -413,6 +417,9 @@ pub async fn update_org(
              authority,
          }| {
             access::authorize_update(&principal, authority, current, &parsed.touched)?;
+            if let Some(parent) = &new_parent {
+                access::authorize_new_parent(parent.as_ref().ok_or_else(parent_not_found)?)?;
+            }
             match parsed
                 .plan(current, events.now)
                 .map_err(ApiError::Validation)?
@@ -477,7 +484,11 @@ pub async fn create_org(
         check_parent_within(&app, &root, &parsed.patch.parent_id).await?;
     }
     let parent_authority = match &parsed.patch.parent_id {
-        patch::Nullable::Set(parent) => Some(authority_on_parent(&app, &principal, parent).await?),
+        patch::Nullable::Set(parent) => Some(
+            authority_on_parent(&app, &principal, parent)
+                .await?
+                .ok_or_else(parent_not_found)?,
+        ),
         _ => None,
     };
     access::authorize_create(&principal, &parsed.touched, parent_authority.as_ref())?;

@@ -81,6 +81,15 @@ pub fn hs256_token(claims: &Value) -> String {
     .expect("token signs")
 }
 
+/// Makes a serve configuration accept the test user tokens (HS256 with
+/// [`JWT_SECRET`], issuer [`JWT_ISSUER`], audience [`JWT_AUDIENCE`]); for
+/// [`TestApp::spawn_with`] when other settings change too.
+pub fn accept_users(serve: &mut ServeConfig) {
+    serve.jwt_hs256_secret = Some(JWT_SECRET.into());
+    serve.jwt_issuer = Some(JWT_ISSUER.into());
+    serve.jwt_audience = Some(JWT_AUDIENCE.into());
+}
+
 pub struct TestApp {
     pub base: String,
     pub admin: String,
@@ -354,12 +363,7 @@ impl TestApp {
     /// Like [`TestApp::spawn`], with user tokens accepted: HS256 with
     /// [`JWT_SECRET`], issuer [`JWT_ISSUER`], audience [`JWT_AUDIENCE`].
     pub async fn spawn_with_users() -> TestApp {
-        Self::spawn_with(|serve| {
-            serve.jwt_hs256_secret = Some(JWT_SECRET.into());
-            serve.jwt_issuer = Some(JWT_ISSUER.into());
-            serve.jwt_audience = Some(JWT_AUDIENCE.into());
-        })
-        .await
+        Self::spawn_with(accept_users).await
     }
 
     /// A server on a fresh store with its serve configuration adjusted.
