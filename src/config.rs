@@ -31,6 +31,11 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Apply database migrations and exit.
     Migrate,
+    /// Write a consistent copy of the SQLite store to FILE while orgd keeps serving.
+    Backup {
+        /// Where to write the copy (must not exist yet).
+        file: std::path::PathBuf,
+    },
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),

@@ -22,6 +22,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(command) => run_keys(&cli.store, command).await,
+        Command::Backup { file } => {
+            if file.exists() {
+                anyhow::bail!("{} already exists; choose a new file", file.display());
+            }
+            let store = server::open_store(&cli.store).await?;
+            store.backup(&file).await?;
+            eprintln!("backed up to {}", file.display());
+            Ok(())
+        }
     }
 }
 

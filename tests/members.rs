@@ -274,7 +274,11 @@ async fn moving_an_organization_needs_owner_on_it_and_owner_or_admin_on_the_new_
         .await;
     assert_eq!(response.code(), "permission_denied");
     let unchanged = app.get(&org_path(&moving)).send(200).await.body;
-    assert_eq!(unchanged["parent_id"], Value::Null, "refused moves change nothing");
+    assert_eq!(
+        unchanged["parent_id"],
+        Value::Null,
+        "refused moves change nothing"
+    );
     assert_eq!(unchanged["version"], 1);
     // Owner here and admin there: allowed.
     expect(
@@ -404,7 +408,10 @@ async fn member_ids_with_special_characters_are_escaped_in_event_pointers() {
     let org = org_of(&app, "alice", "Acme").await;
     // `auth0|a/b`, percent-encoded in the path.
     let response = app
-        .req(Method::PUT, &format!("{}/auth0%7Ca%2Fb", members_path(&org)))
+        .req(
+            Method::PUT,
+            &format!("{}/auth0%7Ca%2Fb", members_path(&org)),
+        )
         .json(&json!({"role": "member"}))
         .key(Some(&token("alice")))
         .send(201)
@@ -425,10 +432,26 @@ async fn an_admin_manages_members_and_admins_but_not_owners() {
     let org = team(&app).await;
     let bob = token("bob");
 
-    expect(&put_member(&app, &bob, &org, "dave", json!({"role": "member"})).await, 201, None);
-    expect(&put_member(&app, &bob, &org, "erin", json!({"role": "admin"})).await, 201, None);
-    expect(&put_member(&app, &bob, &org, "carol", json!({"role": "admin"})).await, 200, None);
-    expect(&put_member(&app, &bob, &org, "carol", json!({"role": "member"})).await, 200, None);
+    expect(
+        &put_member(&app, &bob, &org, "dave", json!({"role": "member"})).await,
+        201,
+        None,
+    );
+    expect(
+        &put_member(&app, &bob, &org, "erin", json!({"role": "admin"})).await,
+        201,
+        None,
+    );
+    expect(
+        &put_member(&app, &bob, &org, "carol", json!({"role": "admin"})).await,
+        200,
+        None,
+    );
+    expect(
+        &put_member(&app, &bob, &org, "carol", json!({"role": "member"})).await,
+        200,
+        None,
+    );
     expect(&remove_member(&app, &bob, &org, "erin").await, 204, None);
 
     let before = snapshot(&app, &org).await;
@@ -442,7 +465,10 @@ async fn an_admin_manages_members_and_admins_but_not_owners() {
         let response = put_member(&app, &bob, &org, user, body.clone()).await;
         expect(&response, 403, Some("permission_denied"));
         assert!(
-            response.body["detail"].as_str().unwrap_or("").contains("owner"),
+            response.body["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("owner"),
             "{user} {body}: {}",
             response.text
         );
@@ -487,7 +513,11 @@ async fn a_member_cannot_manage_members_but_can_read_them() {
     );
     assert_unchanged(&app, &org, &before).await;
 
-    let list = app.get(&members_path(&org)).key(Some(&carol)).send(200).await;
+    let list = app
+        .get(&members_path(&org))
+        .key(Some(&carol))
+        .send(200)
+        .await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 3);
     app.get(&member_path(&org, "alice"))
         .key(Some(&carol))
@@ -507,11 +537,22 @@ async fn only_owners_grant_and_revoke_owner() {
     expect(&added, 201, None);
     // A co-owner revokes an owner.
     expect(
-        &put_member(&app, &token("bob"), &org, "alice", json!({"role": "member"})).await,
+        &put_member(
+            &app,
+            &token("bob"),
+            &org,
+            "alice",
+            json!({"role": "member"}),
+        )
+        .await,
         200,
         None,
     );
-    expect(&remove_member(&app, &token("dave"), &org, "bob").await, 204, None);
+    expect(
+        &remove_member(&app, &token("dave"), &org, "bob").await,
+        204,
+        None,
+    );
     assert_eq!(
         roles(&app, &org).await,
         role_map(&[("alice", "member"), ("carol", "member"), ("dave", "owner")])
@@ -529,7 +570,11 @@ async fn the_last_owner_can_be_neither_removed_nor_demoted() {
     let alice = token("alice");
     let before = snapshot(&app, &org).await;
 
-    expect(&remove_member(&app, &alice, &org, "alice").await, 409, Some("last_owner"));
+    expect(
+        &remove_member(&app, &alice, &org, "alice").await,
+        409,
+        Some("last_owner"),
+    );
     for role in ["admin", "member"] {
         expect(
             &put_member(&app, &alice, &org, "alice", json!({"role": role})).await,
@@ -538,7 +583,11 @@ async fn the_last_owner_can_be_neither_removed_nor_demoted() {
         );
     }
     // Not even the system may leave an organization without an owner.
-    expect(&remove_member(&app, &app.admin, &org, "alice").await, 409, Some("last_owner"));
+    expect(
+        &remove_member(&app, &app.admin, &org, "alice").await,
+        409,
+        Some("last_owner"),
+    );
     expect(
         &put_member(&app, &app.admin, &org, "alice", json!({"role": "admin"})).await,
         409,
@@ -547,7 +596,11 @@ async fn the_last_owner_can_be_neither_removed_nor_demoted() {
     assert_unchanged(&app, &org, &before).await;
 
     // With a second owner, the first may leave.
-    expect(&put_member(&app, &alice, &org, "bob", json!({"role": "owner"})).await, 200, None);
+    expect(
+        &put_member(&app, &alice, &org, "bob", json!({"role": "owner"})).await,
+        200,
+        None,
+    );
     expect(&remove_member(&app, &alice, &org, "alice").await, 204, None);
     assert_eq!(
         roles(&app, &org).await,
@@ -567,11 +620,23 @@ async fn the_last_owner_can_be_neither_removed_nor_demoted() {
 async fn anyone_may_remove_themselves() {
     let app = TestApp::spawn_with_users().await;
     let org = team(&app).await;
-    expect(&remove_member(&app, &token("carol"), &org, "carol").await, 204, None);
-    expect(&remove_member(&app, &token("bob"), &org, "bob").await, 204, None);
+    expect(
+        &remove_member(&app, &token("carol"), &org, "carol").await,
+        204,
+        None,
+    );
+    expect(
+        &remove_member(&app, &token("bob"), &org, "bob").await,
+        204,
+        None,
+    );
     assert_eq!(roles(&app, &org).await, role_map(&[("alice", "owner")]));
     for user in ["bob", "carol"] {
-        let response = app.get(&org_path(&org)).key(Some(&token(user))).send(404).await;
+        let response = app
+            .get(&org_path(&org))
+            .key(Some(&token(user)))
+            .send(404)
+            .await;
         assert_eq!(response.code(), "organization_not_found");
     }
     let events = app.events(&org).await;
@@ -592,9 +657,18 @@ async fn a_non_member_gets_404_for_the_organization_and_its_members() {
     let before = snapshot(&app, &org).await;
     let responses = [
         app.get(&org_path(&org)).key(Some(&dave)).send_any().await,
-        app.get(&members_path(&org)).key(Some(&dave)).send_any().await,
-        app.get(&member_path(&org, "alice")).key(Some(&dave)).send_any().await,
-        app.get(&member_path(&org, "nobody")).key(Some(&dave)).send_any().await,
+        app.get(&members_path(&org))
+            .key(Some(&dave))
+            .send_any()
+            .await,
+        app.get(&member_path(&org, "alice"))
+            .key(Some(&dave))
+            .send_any()
+            .await,
+        app.get(&member_path(&org, "nobody"))
+            .key(Some(&dave))
+            .send_any()
+            .await,
         put_member(&app, &dave, &org, "dave", json!({"role": "owner"})).await,
         put_member(&app, &dave, &org, "carol", json!({"role": "admin"})).await,
         remove_member(&app, &dave, &org, "carol").await,
@@ -632,13 +706,25 @@ async fn the_plans_max_members_refuses_new_members_but_not_changes_to_existing_o
     let alice = token("alice");
     let org = org_of(&app, "alice", "Small").await;
     set_max_members(&app, &org, 3).await;
-    expect(&put_member(&app, &alice, &org, "bob", json!({})).await, 201, None);
-    expect(&put_member(&app, &alice, &org, "carol", json!({})).await, 201, None);
+    expect(
+        &put_member(&app, &alice, &org, "bob", json!({})).await,
+        201,
+        None,
+    );
+    expect(
+        &put_member(&app, &alice, &org, "carol", json!({})).await,
+        201,
+        None,
+    );
 
     let before = snapshot(&app, &org).await;
     let full = put_member(&app, &alice, &org, "dave", json!({})).await;
     expect(&full, 409, Some("member_limit_reached"));
-    assert!(full.body["detail"].as_str().unwrap().contains('3'), "{}", full.text);
+    assert!(
+        full.body["detail"].as_str().unwrap().contains('3'),
+        "{}",
+        full.text
+    );
     expect(
         &put_member(&app, &app.admin, &org, "dave", json!({})).await,
         409,
@@ -647,12 +733,23 @@ async fn the_plans_max_members_refuses_new_members_but_not_changes_to_existing_o
     assert_unchanged(&app, &org, &before).await;
 
     expect(
-        &put_member(&app, &alice, &org, "carol", json!({"role": "admin", "title": "Ops"})).await,
+        &put_member(
+            &app,
+            &alice,
+            &org,
+            "carol",
+            json!({"role": "admin", "title": "Ops"}),
+        )
+        .await,
         200,
         None,
     );
     expect(&remove_member(&app, &alice, &org, "bob").await, 204, None);
-    expect(&put_member(&app, &alice, &org, "dave", json!({})).await, 201, None);
+    expect(
+        &put_member(&app, &alice, &org, "dave", json!({})).await,
+        201,
+        None,
+    );
     assert_eq!(
         roles(&app, &org).await,
         role_map(&[("alice", "owner"), ("carol", "admin"), ("dave", "member")])
@@ -686,7 +783,10 @@ async fn concurrent_adds_never_pass_the_member_limit() {
     assert_eq!(members.len(), 5, "{members:?}");
     let events = app.events(&org).await;
     assert_eq!(
-        events.iter().filter(|e| e["type"] == "member.added").count(),
+        events
+            .iter()
+            .filter(|e| e["type"] == "member.added")
+            .count(),
         4,
         "one event per member added, none for refusals"
     );
@@ -699,7 +799,11 @@ async fn two_owners_demoting_each_other_at_once_never_leave_the_org_without_an_o
     let bob = token("bob");
     for round in 0..5 {
         let org = org_of(&app, "alice", &format!("Duel {round}")).await;
-        expect(&put_member(&app, &alice, &org, "bob", json!({"role": "owner"})).await, 201, None);
+        expect(
+            &put_member(&app, &alice, &org, "bob", json!({"role": "owner"})).await,
+            201,
+            None,
+        );
         let events_before = app.events(&org).await.len();
         let (a, b) = futures::join!(
             put_member(&app, &alice, &org, "bob", json!({"role": "admin"})),
@@ -779,7 +883,10 @@ async fn member_bodies_are_strict_and_every_error_is_reported_at_once() {
 
     let response = put_member(&app, &alice, &org, "carol", json!({"role": null})).await;
     expect(&response, 422, Some("validation_error"));
-    assert_eq!(response.field_errors(), [("/role".to_owned(), "not_nullable".to_owned())]);
+    assert_eq!(
+        response.field_errors(),
+        [("/role".to_owned(), "not_nullable".to_owned())]
+    );
     for role in [json!("Owner"), json!(1), json!(["admin"])] {
         let response = put_member(&app, &alice, &org, "carol", json!({ "role": role })).await;
         expect(&response, 422, Some("validation_error"));
@@ -823,7 +930,11 @@ async fn members_are_listed_by_user_id_in_pages_with_a_cursor() {
     let app = TestApp::spawn_with_users().await;
     let org = org_of(&app, "alice", "Many").await;
     for user in ["m5", "m1", "m4", "m2", "m3"] {
-        expect(&put_member(&app, &app.admin, &org, user, json!({})).await, 201, None);
+        expect(
+            &put_member(&app, &app.admin, &org, user, json!({})).await,
+            201,
+            None,
+        );
     }
     let mut seen = Vec::new();
     let mut path = format!("{}?limit=2", members_path(&org));
@@ -833,7 +944,11 @@ async fn members_are_listed_by_user_id_in_pages_with_a_cursor() {
         pages += 1;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
-        seen.extend(items.iter().map(|m| m["user_id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            items
+                .iter()
+                .map(|m| m["user_id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("{}?limit=2&cursor={cursor}", members_path(&org)),
             None => break,
@@ -865,14 +980,22 @@ async fn members_are_listed_by_user_id_in_pages_with_a_cursor() {
 async fn api_keys_need_the_members_scopes() {
     let app = TestApp::spawn_with_users().await;
     let org = team(&app).await;
-    let orgs_only = app.key(&["organizations:read", "organizations:write"], None).await;
+    let orgs_only = app
+        .key(&["organizations:read", "organizations:write"], None)
+        .await;
     let reader = app.key(&["members:read"], None).await;
     let writer = app.key(&["members:write"], None).await;
     let before = snapshot(&app, &org).await;
 
     for response in [
-        app.get(&members_path(&org)).key(Some(&orgs_only)).send_any().await,
-        app.get(&member_path(&org, "bob")).key(Some(&orgs_only)).send_any().await,
+        app.get(&members_path(&org))
+            .key(Some(&orgs_only))
+            .send_any()
+            .await,
+        app.get(&member_path(&org, "bob"))
+            .key(Some(&orgs_only))
+            .send_any()
+            .await,
         put_member(&app, &orgs_only, &org, "dave", json!({})).await,
         remove_member(&app, &orgs_only, &org, "carol").await,
         put_member(&app, &reader, &org, "dave", json!({})).await,
@@ -882,16 +1005,34 @@ async fn api_keys_need_the_members_scopes() {
     }
     assert_unchanged(&app, &org, &before).await;
 
-    let list = app.get(&members_path(&org)).key(Some(&reader)).send(200).await;
+    let list = app
+        .get(&members_path(&org))
+        .key(Some(&reader))
+        .send(200)
+        .await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 3);
-    app.get(&member_path(&org, "bob")).key(Some(&reader)).send(200).await;
+    app.get(&member_path(&org, "bob"))
+        .key(Some(&reader))
+        .send(200)
+        .await;
 
     // Writing implies reading.
-    app.get(&members_path(&org)).key(Some(&writer)).send(200).await;
+    app.get(&members_path(&org))
+        .key(Some(&writer))
+        .send(200)
+        .await;
     let added = put_member(&app, &writer, &org, "dave", json!({"role": "owner"})).await;
     expect(&added, 201, None);
-    expect(&put_member(&app, &writer, &org, "alice", json!({"role": "admin"})).await, 200, None);
-    expect(&remove_member(&app, &writer, &org, "carol").await, 204, None);
+    expect(
+        &put_member(&app, &writer, &org, "alice", json!({"role": "admin"})).await,
+        200,
+        None,
+    );
+    expect(
+        &remove_member(&app, &writer, &org, "carol").await,
+        204,
+        None,
+    );
     assert_eq!(
         roles(&app, &org).await,
         role_map(&[("alice", "admin"), ("bob", "admin"), ("dave", "owner")])
@@ -911,18 +1052,34 @@ async fn a_key_bound_to_a_subtree_sees_members_only_inside_it() {
         .unwrap()
         .to_owned();
     let outside = team(&app).await;
-    let bound = app.key(&["members:read", "members:write"], Some(&child)).await;
+    let bound = app
+        .key(&["members:read", "members:write"], Some(&child))
+        .await;
 
-    expect(&put_member(&app, &bound, &child, "zed", json!({"role": "owner"})).await, 201, None);
-    let list = app.get(&members_path(&child)).key(Some(&bound)).send(200).await;
+    expect(
+        &put_member(&app, &bound, &child, "zed", json!({"role": "owner"})).await,
+        201,
+        None,
+    );
+    let list = app
+        .get(&members_path(&child))
+        .key(Some(&bound))
+        .send(200)
+        .await;
     assert_eq!(list.body["items"][0]["user_id"], "zed");
 
     let before_root = snapshot(&app, &root).await;
     let before_outside = snapshot(&app, &outside).await;
     for org in [&root, &outside] {
         for response in [
-            app.get(&members_path(org)).key(Some(&bound)).send_any().await,
-            app.get(&member_path(org, "alice")).key(Some(&bound)).send_any().await,
+            app.get(&members_path(org))
+                .key(Some(&bound))
+                .send_any()
+                .await,
+            app.get(&member_path(org, "alice"))
+                .key(Some(&bound))
+                .send_any()
+                .await,
             put_member(&app, &bound, org, "zed", json!({})).await,
             remove_member(&app, &bound, org, "carol").await,
         ] {

@@ -25,7 +25,13 @@ async fn list(app: &TestApp, key: Option<&str>) -> TestResponse {
 async fn exhaust(app: &TestApp, key: &str) {
     for i in 0..LIMIT {
         let response = list(app, Some(key)).await;
-        assert_eq!(response.status, 200, "request {} of {LIMIT}: {}", i + 1, response.text);
+        assert_eq!(
+            response.status,
+            200,
+            "request {} of {LIMIT}: {}",
+            i + 1,
+            response.text
+        );
     }
 }
 
@@ -58,7 +64,10 @@ async fn the_request_over_the_limit_gets_429_with_retry_after_and_the_policy() {
     // Still limited on the next try, and on any route that needs a principal.
     assert_rate_limited(&list(&app, Some(&app.admin)).await);
     let create = app
-        .post("/v1/organizations", &serde_json::json!({"name": "Too Many"}))
+        .post(
+            "/v1/organizations",
+            &serde_json::json!({"name": "Too Many"}),
+        )
         .send_any()
         .await;
     assert_rate_limited(&create);

@@ -203,15 +203,24 @@ impl JwtVerifier {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience is required, not only checked when present
+        // (jsonwebtoken skips the comparison when the claim is absent).
+        let mut required = vec!["exp", "sub"];
         match &self.settings.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &self.settings.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|_| AuthError::Invalid)

@@ -211,7 +211,10 @@ pub fn matrix_markdown() -> String {
         out.push_str(&format!("| {} | {label} |\n", fields.join(", ")));
     }
     let read_only: Vec<String> = Field::READ_ONLY.iter().map(|f| format!("`{f}`")).collect();
-    out.push_str(&format!("| {} | nobody (`read_only`) |\n", read_only.join(", ")));
+    out.push_str(&format!(
+        "| {} | nobody (`read_only`) |\n",
+        read_only.join(", ")
+    ));
     out
 }
 
@@ -392,6 +395,12 @@ pub fn authorize_member_change(
     if !principal.has_scope(Scope::MembersWrite) {
         return Err(Denied::MissingScope(Scope::MembersWrite));
     }
+    // A key's `members:write` is its authority over memberships, as
+    // `organizations:write` is over the organization itself.
+    let authority = &Authority {
+        system: authority.system || matches!(principal, Principal::ApiKey { .. }),
+        ..*authority
+    };
     check_enabled(org, authority)?;
     check_mfa(principal, org, authority)?;
     // Anyone may leave an organization (the last-owner rule still applies).

@@ -198,6 +198,12 @@ pub trait Store: Send + Sync + 'static {
     /// `false` when no unrevoked key has that id.
     async fn revoke_api_key(&self, key_id: &KeyId, at: Timestamp) -> StoreResult<bool>;
     async fn count_api_keys(&self) -> StoreResult<u64>;
+
+    // ---- operations ----
+
+    /// Writes a consistent copy of the whole store to `target` while it keeps
+    /// serving (SQLite); stores with their own tooling say which to use instead.
+    async fn backup(&self, target: &std::path::Path) -> StoreResult<()>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

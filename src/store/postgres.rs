@@ -769,6 +769,12 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn backup(&self, _target: &std::path::Path) -> StoreResult<()> {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "back up PostgreSQL with pg_dump or base backups with WAL archiving (see README)"
+        )))
+    }
+
     async fn count_api_keys(&self) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.pool)

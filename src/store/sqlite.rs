@@ -664,6 +664,20 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn backup(&self, target: &std::path::Path) -> StoreResult<()> {
+        // VACUUM INTO copies one read snapshot (WAL readers never block the writer),
+        // producing a compact, self-contained database file.
+        let target = target
+            .to_str()
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("the backup path must be UTF-8")))?;
+        sqlx::query("VACUUM INTO ?1")
+            .bind(target)
+            .execute(&self.reader)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     async fn count_api_keys(&self) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.reader)
