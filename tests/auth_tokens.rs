@@ -220,6 +220,16 @@ async fn a_token_not_yet_valid_beyond_the_leeway_is_refused_and_one_within_it_is
 }
 
 #[tokio::test]
+async fn a_token_with_a_malformed_nbf_is_refused() {
+    let app = TestApp::spawn_with_users().await;
+    for nbf in [json!("9999999999"), json!(true), json!({"at": 1})] {
+        let token = hs256_token(&claims_with("alice", json!({ "nbf": nbf })));
+        let response = list_as(&app, &token).await;
+        assert_eq!(response.status, 401, "nbf {nbf}: {}", response.text);
+    }
+}
+
+#[tokio::test]
 async fn a_token_without_exp_is_refused() {
     let app = TestApp::spawn_with_users().await;
     assert_accepted(&app, &hs256_token(&claims("alice"))).await;

@@ -1089,3 +1089,103 @@ async fn a_key_bound_to_a_subtree_sees_members_only_inside_it() {
     assert_unchanged(&app, &root, &before_root).await;
     assert_unchanged(&app, &outside, &before_outside).await;
 }
+
+// ---- the organization's state -----------------------------------------------------
+
+#[tokio::test]
+async fn a_disabled_organization_refuses_membership_writes_by_its_members_but_not_the_system() {
+    let app = TestApp::spawn_with_users().await;
+    let org = team(&app).await;
+    app.patch(&org_path(&org), &json!({"enabled": false}))
+        .send(200)
+        .await;
+    let before = snapshot(&app, &org).await;
+    for response in [
+        put_member(&app, &token("alice"), &org, "dave", json!({})).await,
+        put_member(&app, &token("bob"), &org, "carol", json!({"role": "admin"})).await,
+        remove_member(&app, &token("alice"), &org, "carol").await,
+    ] {
+        expect(&response, 403, Some("organization_disabled"));
+    }
+    assert_unchanged(&app, &org, &before).await;
+    // Reading is still allowed, and the system still manages members.
+    app.get(&members_path(&org))
+        .key(Some(&token("carol")))
+        .send(200)
+        .await;
+    let writer = app.key(&["members:write"], None).await;
+    expect(
+        &put_member(&app, &writer, &org, "dave", json!({})).await,
+        201,
+        None,
+    );
+    expect(
+        &remove_member(&app, &app.admin, &org, "dave").await,
+        204,
+        None,
+    );
+}
+
+#[tokio::test]
+async fn an_organization_that_requires_mfa_requires_it_for_membership_changes_too() {
+    let app = TestApp::spawn_with_users().await;
+    let org = team(&app).await;
+    app.patch(&org_path(&org), &json!({"mfa_required": true}))
+        .send(200)
+        .await;
+    let before = snapshot(&app, &org).await;
+    let plain = token("alice");
+    expect(
+        &put_member(&app, &plain, &org, "dave", json!({})).await,
+        403,
+        Some("mfa_required"),
+    );
+    expect(
+        &remove_member(&app, &plain, &org, "carol").await,
+        403,
+        Some("mfa_required"),
+    );
+    let response = app
+        .get(&members_path(&org))
+        .key(Some(&plain))
+        .send(403)
+        .await;
+    assert_eq!(response.code(), "mfa_required");
+    assert_unchanged(&app, &org, &before).await;
+    let strong = UserClaims::new("alice").mfa().token();
+    expect(
+        &put_member(&app, &strong, &org, "dave", json!({})).await,
+        201,
+        None,
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_organization_has_no_members_to_manage() {
+    let app = TestApp::spawn_with_users().await;
+    let org = org_of(&app, "alice", "Doomed").await;
+    let alice = token("alice");
+    app.req(Method::DELETE, &org_path(&org))
+        .key(Some(&alice))
+        .send(200)
+        .await;
+    let events = app.events(&org).await.len();
+    for response in [
+        app.get(&members_path(&org))
+            .key(Some(&alice))
+            .send_any()
+            .await,
+        put_member(&app, &alice, &org, "bob", json!({})).await,
+        put_member(&app, &app.admin, &org, "bob", json!({})).await,
+        remove_member(&app, &app.admin, &org, "alice").await,
+    ] {
+        expect(&response, 404, Some("organization_not_found"));
+    }
+    assert_eq!(app.events(&org).await.len(), events);
+    // Restored, alice is still its owner.
+    app.req(Method::POST, &format!("{}/restore", org_path(&org)))
+        .key(Some(&alice))
+        .send(200)
+        .await;
+    assert_eq!(roles(&app, &org).await, role_map(&[("alice", "owner")]));
+}

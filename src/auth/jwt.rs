@@ -221,9 +221,15 @@ impl JwtVerifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
             .map(|data| data.claims)
-            .map_err(|_| AuthError::Invalid)
+            .map_err(|_| AuthError::Invalid)?;
+        // jsonwebtoken skips an `nbf` that is not an integer (`"nbf": "9999999999"`);
+        // like `exp`, it must be a whole NumericDate to count.
+        if claims.get("nbf").is_some_and(|nbf| nbf.as_u64().is_none()) {
+            return Err(AuthError::Invalid);
+        }
+        Ok(claims)
     }
 
     fn user_from(&self, claims: Map<String, Value>) -> Result<User, AuthError> {
