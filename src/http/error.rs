@@ -59,6 +59,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the body is larger than 64 KiB")]
     PayloadTooLarge,
+    #[error("the body did not arrive in time")]
+    RequestTimeout,
     #[error("If-Match does not match the organization's current version")]
     VersionMismatch,
     #[error("another live organization has this slug")]
@@ -99,6 +101,7 @@ impl ApiError {
             NoFields => (StatusCode::BAD_REQUEST, "no_fields", "No fields to update"),
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type"),
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout"),
             VersionMismatch => (StatusCode::PRECONDITION_FAILED, "version_mismatch", "Version mismatch"),
             SlugTaken => (StatusCode::CONFLICT, "slug_taken", "Slug taken"),
             DomainTaken => (StatusCode::CONFLICT, "domain_taken", "Domain taken"),

@@ -18,6 +18,9 @@ use crate::store::OrgLookup;
 
 /// Largest body accepted (SPEC §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A body must arrive within this long: a client trickling bytes cannot hold a
+/// connection and a request slot open for ever.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The authenticated caller, within its rate limit.
 pub struct Caller(pub Principal);
@@ -126,7 +129,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(ApiError::PayloadTooLarge);
         }
-        let bytes = read_limited(request.into_body()).await?;
+        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(request.into_body()))
+            .await
+            .map_err(|_| ApiError::RequestTimeout)??;
         let value: Value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
         match value {
