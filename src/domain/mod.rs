@@ -16,3 +16,4 @@ pub mod org;
 pub mod patch;
 pub mod problems;
 pub mod time;
+pub mod webhook;
