@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{ServeConfig, StoreConfig};
+use crate::events;
 use crate::http::{self, AppState};
 use crate::keys;
 use crate::store::{self, SharedStore};
@@ -55,6 +56,8 @@ pub struct RunningServer {
     pub store: SharedStore,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The outbox workers (pump, webhook delivery, NATS).
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -64,6 +67,11 @@ impl RunningServer {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        // Messages in flight are simply abandoned: their leases expire and another
+        // worker (or the next start) sends them again.
+        for task in &self.background {
+            task.abort();
+        }
     }
 }
 
@@ -80,9 +88,13 @@ pub async fn start(
     {
         tracing::warn!(path = %path.display(), "wrote a bootstrap admin key (all scopes); keep it secret");
     }
+    let outbox_config = events::OutboxConfig::from_serve(serve)?;
+    let (outbox, background) = events::start(store.clone(), outbox_config)?;
     let state = AppState {
         store: store.clone(),
         metrics: metrics_handle(),
+        outbox,
+        webhooks_allow_private: serve.webhooks_allow_private,
     };
     let router = http::router(state, &serve.cors_origins);
     let listener = TcpListener::bind(serve.listen)
@@ -103,6 +115,7 @@ pub async fn start(
         store,
         shutdown: Some(tx),
         task,
+        background,
     })
 }
 

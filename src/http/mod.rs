@@ -22,6 +22,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::domain::access::Principal;
 use crate::domain::event::EventContext;
 use crate::domain::time;
+use crate::events::OutboxSignals;
 use crate::store::SharedStore;
 
 /// What every handler can reach.
@@ -29,6 +30,10 @@ use crate::store::SharedStore;
 pub struct AppState {
     pub store: SharedStore,
     pub metrics: PrometheusHandle,
+    /// Wakes the outbox workers after a commit; tells feed streams about new events.
+    pub outbox: OutboxSignals,
+    /// `ORGD_WEBHOOKS_ALLOW_PRIVATE`: skip the SSRF checks on webhook targets.
+    pub webhooks_allow_private: bool,
 }
 
 impl AppState {
