@@ -57,21 +57,18 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     /// The outbox workers (pump, webhook delivery, NATS).
-    background: Vec<JoinHandle<()>>,
+    background: events::Background,
 }
 
 impl RunningServer {
     /// Stops accepting, drains in-flight requests, and waits for the server to end.
     pub async fn stop(mut self) {
+        self.background.begin_shutdown();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
-        // Messages in flight are simply abandoned: their leases expire and another
-        // worker (or the next start) sends them again.
-        for task in &self.background {
-            task.abort();
-        }
+        self.background.stop();
     }
 }
 

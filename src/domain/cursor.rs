@@ -12,6 +12,10 @@ use base64::Engine;
 pub enum CursorKind {
     Organizations,
     Events,
+    /// The global event feed (`GET /v1/events`): positions in commit order.
+    Feed,
+    Webhooks,
+    Deliveries,
 }
 
 impl CursorKind {
@@ -19,6 +23,9 @@ impl CursorKind {
         match self {
             CursorKind::Organizations => "o1",
             CursorKind::Events => "e1",
+            CursorKind::Feed => "f1",
+            CursorKind::Webhooks => "w1",
+            CursorKind::Deliveries => "d1",
         }
     }
 }

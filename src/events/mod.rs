@@ -28,6 +28,7 @@ pub struct OutboxSignals {
     pump: Arc<Notify>,
     deliver: Arc<Notify>,
     feed: watch::Receiver<u64>,
+    closing: watch::Receiver<bool>,
     /// How often feed streams look again when nothing woke them.
     pub poll_interval: Duration,
 }
@@ -46,6 +47,33 @@ impl OutboxSignals {
     /// Changes whenever the pump may have made new events visible in the feed.
     pub fn feed_changes(&self) -> watch::Receiver<u64> {
         self.feed.clone()
+    }
+
+    /// Becomes `true` when the server shuts down, so long-lived streams end and the
+    /// graceful shutdown does not wait for them forever.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.clone()
+    }
+}
+
+/// The running background tasks, stopped with the server.
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+    closing: watch::Sender<bool>,
+}
+
+impl Background {
+    /// Ends feed streams (so in-flight HTTP requests can drain).
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Stops the workers. Messages in flight are abandoned: their leases expire
+    /// and another worker (or the next start) sends them again.
+    pub fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -90,10 +118,7 @@ fn worker_id() -> String {
 }
 
 /// Starts the pump, the webhook workers and (if configured) the NATS publisher.
-pub fn start(
-    store: SharedStore,
-    config: OutboxConfig,
-) -> anyhow::Result<(OutboxSignals, Vec<JoinHandle<()>>)> {
+pub fn start(store: SharedStore, config: OutboxConfig) -> anyhow::Result<(OutboxSignals, Background)> {
     let pump = Arc::new(Notify::new());
     let deliver = Arc::new(Notify::new());
     let (feed_tx, feed_rx) = watch::channel(0u64);
@@ -115,14 +140,16 @@ pub fn start(
             feed_rx.clone(),
         )));
     }
+    let (closing, closing_rx) = watch::channel(false);
     Ok((
         OutboxSignals {
             pump,
             deliver,
             feed: feed_rx,
+            closing: closing_rx,
             poll_interval: config.poll_interval,
         },
-        tasks,
+        Background { tasks, closing },
     ))
 }
 

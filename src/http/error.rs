@@ -28,6 +28,8 @@ pub enum ApiError {
     OrganizationDisabled,
     #[error("no such organization")]
     OrganizationNotFound,
+    #[error("no such webhook endpoint")]
+    WebhookNotFound,
     #[error("no such route")]
     NotFound,
     #[error("method not allowed on this route")]
@@ -88,6 +90,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "organization_not_found",
                 "Organization not found",
+            ),
+            WebhookNotFound => (
+                StatusCode::NOT_FOUND,
+                "webhook_not_found",
+                "Webhook endpoint not found",
             ),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             MethodNotAllowed => (

@@ -4,10 +4,12 @@
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod feed;
 pub mod middleware;
 pub mod ops;
 pub mod orgs;
 pub mod query;
+pub mod webhooks;
 
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -57,7 +59,8 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "organizations", description = "Create, read, update (PATCH/PUT), delete and restore organizations"),
-        (name = "events", description = "The audit trail"),
+        (name = "events", description = "The audit trail, per organization and as one feed (pages and server-sent events)"),
+        (name = "webhooks", description = "Endpoints that receive events, signed per Standard Webhooks"),
     )
 )]
 pub struct ApiDoc;
@@ -84,6 +87,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(orgs::router())
         .merge(events::router())
+        .merge(feed::router())
+        .merge(webhooks::router())
         .split_for_parts()
 }
 
