@@ -127,7 +127,10 @@ impl EventTypes {
         if entries.len() > Self::MAX {
             errors.push((
                 None,
-                Invalid::new("too_long", format!("must have at most {} entries", Self::MAX)),
+                Invalid::new(
+                    "too_long",
+                    format!("must have at most {} entries", Self::MAX),
+                ),
             ));
         }
         for (i, entry) in entries.iter().enumerate() {
@@ -509,7 +512,10 @@ mod tests {
         let (old, new) = (SigningSecret::generate(), SigningSecret::generate());
         let header = signature_header(&[&new, &old], "evt_1", 1, b"{}");
         let parts: Vec<&str> = header.split(' ').collect();
-        assert_eq!(parts, [sign(&new, "evt_1", 1, b"{}"), sign(&old, "evt_1", 1, b"{}")]);
+        assert_eq!(
+            parts,
+            [sign(&new, "evt_1", 1, b"{}"), sign(&old, "evt_1", 1, b"{}")]
+        );
     }
 
     #[test]
@@ -531,11 +537,20 @@ mod tests {
         );
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        for bad in ["", "5", "s", "5x", "-5s", "1.5s", "31d", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5x",
+            "-5s",
+            "1.5s",
+            "31d",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert!(RetrySchedule::parse("5s,,1m").is_err());
-        assert_eq!(RetrySchedule::parse("none").unwrap().delays(), []);
+        assert!(RetrySchedule::parse("none").unwrap().delays().is_empty());
         let total: Duration = RetrySchedule::default_schedule().delays().iter().sum();
         assert!(total > Duration::from_secs(20 * 3600) && total < Duration::from_secs(30 * 3600));
     }
@@ -590,9 +605,18 @@ mod tests {
             "2002:7f00:1::",
         ] {
             let ip: IpAddr = text.parse().unwrap();
-            assert!(forbidden_address(ip).is_some(), "{text} should be forbidden");
+            assert!(
+                forbidden_address(ip).is_some(),
+                "{text} should be forbidden"
+            );
         }
-        for text in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for text in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = text.parse().unwrap();
             assert_eq!(forbidden_address(ip), None, "{text} should be allowed");
         }
@@ -626,7 +650,10 @@ mod tests {
         assert!(!some.matches("organization.updated"));
         let errors = EventTypes::parse(&["nope".into(), "*".into(), "*".into()]).unwrap_err();
         let at: Vec<_> = errors.iter().map(|(i, e)| (*i, e.code)).collect();
-        assert_eq!(at, [(Some(0), "unknown_event_type"), (Some(2), "duplicate")]);
+        assert_eq!(
+            at,
+            [(Some(0), "unknown_event_type"), (Some(2), "duplicate")]
+        );
         assert!(EventTypes::parse(&[]).is_err());
     }
 

@@ -118,7 +118,10 @@ fn worker_id() -> String {
 }
 
 /// Starts the pump, the webhook workers and (if configured) the NATS publisher.
-pub fn start(store: SharedStore, config: OutboxConfig) -> anyhow::Result<(OutboxSignals, Background)> {
+pub fn start(
+    store: SharedStore,
+    config: OutboxConfig,
+) -> anyhow::Result<(OutboxSignals, Background)> {
     let pump = Arc::new(Notify::new());
     let deliver = Arc::new(Notify::new());
     let (feed_tx, feed_rx) = watch::channel(0u64);
@@ -133,12 +136,7 @@ pub fn start(store: SharedStore, config: OutboxConfig) -> anyhow::Result<(Outbox
     let deliverer = webhooks::Deliverer::new(store.clone(), config.webhooks, owner.clone())?;
     tasks.push(tokio::spawn(deliverer.run(deliver.clone())));
     if let Some(nats) = config.nats {
-        tasks.push(tokio::spawn(nats::run(
-            store,
-            nats,
-            owner,
-            feed_rx.clone(),
-        )));
+        tasks.push(tokio::spawn(nats::run(store, nats, owner, feed_rx.clone())));
     }
     let (closing, closing_rx) = watch::channel(false);
     Ok((
@@ -169,8 +167,8 @@ async fn run_pump(
         // poll is the only hint, so readers are told after every round.
         generation += 1;
         feed.send_replace(generation);
-        let fanned = drain(|| store.fan_out(PUMP_BATCH, crate::domain::time::now().as_millisecond()))
-            .await;
+        let fanned =
+            drain(|| store.fan_out(PUMP_BATCH, crate::domain::time::now().as_millisecond())).await;
         if fanned > 0 {
             deliver.notify_one();
         }

@@ -130,7 +130,9 @@ async fn publish_round(
         }
     }
     if let Some(position) = acknowledged {
-        store.advance_cursor(Consumer::Nats, owner, position).await?;
+        store
+            .advance_cursor(Consumer::Nats, owner, position)
+            .await?;
         metrics::counter!("orgd_nats_published_total").increment(count);
     }
     if !complete {

@@ -66,9 +66,8 @@ impl Resolve for GuardedResolver {
             if !allow_private && is_local_name(&host) {
                 return Err(ForbiddenTarget(format!("{host} is a loopback name")).into());
             }
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = found
                 .iter()
                 .copied()

@@ -193,12 +193,7 @@ impl Deliverer {
         let msg_id = message.event_id.to_string();
         let timestamp = now.as_second();
         let body = Bytes::from(message.body.clone());
-        let signature = signature_header(
-            &endpoint.signing_secrets(now),
-            &msg_id,
-            timestamp,
-            &body,
-        );
+        let signature = signature_header(&endpoint.signing_secrets(now), &msg_id, timestamp, &body);
         let sent = self
             .client
             .post(endpoint.url.url().clone())

@@ -144,7 +144,10 @@ pub async fn stream_events(
         closing: app.outbox.closing(),
         poll: app.outbox.poll_interval,
     };
-    Ok(Sse::new(futures::stream::unfold(reader, FeedReader::next)).keep_alive(KeepAlive::default()))
+    Ok(
+        Sse::new(futures::stream::unfold(reader, FeedReader::next))
+            .keep_alive(KeepAlive::default()),
+    )
 }
 
 /// One open stream's position and what wakes it.

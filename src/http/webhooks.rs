@@ -128,8 +128,8 @@ pub struct DeliveryList {
 
 impl From<&Endpoint> for WebhookOut {
     fn from(e: &Endpoint) -> Self {
-        let rotating = e.previous_secret.is_some()
-            && e.previous_expires_at.is_some_and(|t| t > time::now());
+        let rotating =
+            e.previous_secret.is_some() && e.previous_expires_at.is_some_and(|t| t > time::now());
         Self {
             id: e.id.to_string(),
             url: e.url.as_str().to_owned(),
@@ -201,9 +201,7 @@ fn parse_fields(body: &Map<String, Value>, creating: bool) -> Result<EndpointFie
                     for (i, item) in items.iter().enumerate() {
                         match item.as_str() {
                             Some(t) => texts.push(t.to_owned()),
-                            None => {
-                                errors.push(type_error(format!("{pointer}/{i}"), "a string"))
-                            }
+                            None => errors.push(type_error(format!("{pointer}/{i}"), "a string")),
                         }
                     }
                     if texts.len() == items.len() {
@@ -241,7 +239,10 @@ fn parse_fields(body: &Map<String, Value>, creating: bool) -> Result<EndpointFie
                             "too_long",
                             format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
                         ));
-                    } else if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                    } else if text
+                        .chars()
+                        .any(|c| c.is_control() && c != '\n' && c != '\t')
+                    {
                         errors.push(FieldError::new(
                             pointer,
                             "invalid_character",
@@ -253,7 +254,11 @@ fn parse_fields(body: &Map<String, Value>, creating: bool) -> Result<EndpointFie
                 }
                 _ => errors.push(type_error(pointer, "a string or null")),
             },
-            "id" | "secret" | "status" | "created_at" | "updated_at"
+            "id"
+            | "secret"
+            | "status"
+            | "created_at"
+            | "updated_at"
             | "previous_secret_expires_at" => errors.push(FieldError::new(
                 pointer,
                 "read_only",
@@ -330,12 +335,7 @@ async fn org_visible(
     principal: &Principal,
     org_id: &OrgId,
 ) -> Result<bool, ApiError> {
-    if app
-        .store
-        .find_org(&OrgLookup::Id(*org_id))
-        .await?
-        .is_none()
-    {
+    if app.store.find_org(&OrgLookup::Id(*org_id)).await?.is_none() {
         return Ok(false);
     }
     let lineage = app.store.lineage(org_id).await?;

@@ -173,18 +173,23 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 }
 
-/// Which endpoints want an event: its type passes the filter and, for endpoints
-/// limited to a subtree, the org's lineage (itself, then its ancestors) contains
-/// the subtree's root. Pure, so both stores route alike.
+/// Which endpoints want an event: it occurred after the endpoint was created (so
+/// an endpoint never gets history, however far behind the fan-out runs), its type
+/// passes the filter and, for endpoints limited to a subtree, the org's lineage
+/// (itself, then its ancestors) contains the subtree's root. Pure, so both stores
+/// route alike.
 pub fn route<'a>(
     endpoints: &'a [Endpoint],
     event_type: &str,
+    occurred_at: Timestamp,
     lineage: &[OrgId],
 ) -> impl Iterator<Item = &'a Endpoint> + 'a {
     let lineage = lineage.to_vec();
     let event_type = event_type.to_owned();
     endpoints.iter().filter(move |e| {
-        e.event_types.matches(&event_type) && e.org_id.is_none_or(|root| lineage.contains(&root))
+        e.created_at <= occurred_at
+            && e.event_types.matches(&event_type)
+            && e.org_id.is_none_or(|root| lineage.contains(&root))
     })
 }
 

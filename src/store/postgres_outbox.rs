@@ -127,21 +127,24 @@ impl OutboxStore for PgStore {
     ) -> StoreResult<Vec<FeedEvent>> {
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new("");
         if let Some(root) = within {
-            q.push("WITH RECURSIVE subtree(id, level) AS (SELECT id, 1 FROM organizations WHERE id = ")
-                .push_bind(root.to_string())
-                .push(
-                    " UNION ALL SELECT o.id, s.level + 1 FROM organizations o
+            q.push(
+                "WITH RECURSIVE subtree(id, level) AS (SELECT id, 1 FROM organizations WHERE id = ",
+            )
+            .push_bind(root.to_string())
+            .push(
+                " UNION ALL SELECT o.id, s.level + 1 FROM organizations o
                          JOIN subtree s ON o.parent_id = s.id WHERE s.level < ",
-                )
-                .push_bind(WALK_LIMIT as i32)
-                .push(") ");
+            )
+            .push_bind(WALK_LIMIT as i32)
+            .push(") ");
         }
         q.push("SELECT feed_pos, doc::text AS doc FROM events WHERE feed_pos > ")
             .push_bind(after);
         if within.is_some() {
             q.push(" AND org_id IN (SELECT id FROM subtree)");
         }
-        q.push(" ORDER BY feed_pos LIMIT ").push_bind(i64::from(limit));
+        q.push(" ORDER BY feed_pos LIMIT ")
+            .push_bind(i64::from(limit));
         let rows = q.build().fetch_all(&self.pool).await.map_err(db_error)?;
         rows.iter()
             .map(|r| {
@@ -269,8 +272,9 @@ impl OutboxStore for PgStore {
             return Ok(0);
         };
         let events = sqlx::query(
-            "SELECT feed_pos, id, org_id, type FROM events WHERE feed_pos > $1
-              ORDER BY feed_pos LIMIT $2",
+            "SELECT feed_pos, id, org_id, type,
+                    (extract(epoch FROM occurred_at) * 1000)::bigint AS occurred_ms
+               FROM events WHERE feed_pos > $1 ORDER BY feed_pos LIMIT $2",
         )
         .bind(position)
         .bind(i64::from(limit))
@@ -293,13 +297,14 @@ impl OutboxStore for PgStore {
             let org_text: String = row.get("org_id");
             let event_type: String = row.get("type");
             let event_id: String = row.get("id");
+            let occurred_at = millis(row.get("occurred_ms"))?;
             let org = parse_id(OrgId::parse(&org_text))?;
             let lineage = if needs_lineage {
                 ancestry(&mut tx, &org, false).await?
             } else {
                 vec![org]
             };
-            for endpoint in route(&endpoints, &event_type, &lineage) {
+            for endpoint in route(&endpoints, &event_type, occurred_at, &lineage) {
                 endpoint_ids.push(endpoint.id.to_string());
                 org_ids.push(org_text.clone());
                 event_ids.push(event_id.clone());

@@ -68,7 +68,9 @@ impl SqliteStore {
 /// A deferred BEGIN would read first and then fail at once with SQLITE_BUSY when
 /// another process (a second `orgd`, or `orgd keys`) committed in between; IMMEDIATE
 /// waits for the lock within the busy timeout instead.
-pub(super) async fn begin_immediate(pool: &SqlitePool) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+pub(super) async fn begin_immediate(
+    pool: &SqlitePool,
+) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
     pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
 }
 

@@ -45,7 +45,10 @@ fn decode_endpoint(row: &SqliteRow) -> StoreResult<Endpoint> {
         event_types: EventTypes::from_stored(
             serde_json::from_str(&event_types).map_err(json_error)?,
         ),
-        org_id: org_id.map(|o| OrgId::parse(&o)).transpose().map_err(other)?,
+        org_id: org_id
+            .map(|o| OrgId::parse(&o))
+            .transpose()
+            .map_err(other)?,
         description: row.get("description"),
         secret: secret(row.get("secret"))?,
         previous_secret: previous.as_deref().map(secret).transpose()?,
@@ -91,14 +94,16 @@ impl OutboxStore for SqliteStore {
     ) -> StoreResult<Vec<FeedEvent>> {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("");
         if let Some(root) = within {
-            q.push("WITH RECURSIVE subtree(id, level) AS (SELECT id, 1 FROM organizations WHERE id = ")
-                .push_bind(root.to_string())
-                .push(
-                    " UNION ALL SELECT o.id, s.level + 1 FROM organizations o
+            q.push(
+                "WITH RECURSIVE subtree(id, level) AS (SELECT id, 1 FROM organizations WHERE id = ",
+            )
+            .push_bind(root.to_string())
+            .push(
+                " UNION ALL SELECT o.id, s.level + 1 FROM organizations o
                          JOIN subtree s ON o.parent_id = s.id WHERE s.level < ",
-                )
-                .push_bind(WALK_LIMIT)
-                .push(") ");
+            )
+            .push_bind(WALK_LIMIT)
+            .push(") ");
         }
         q.push("SELECT seq, doc FROM events WHERE seq > ")
             .push_bind(after);
@@ -155,12 +160,13 @@ impl OutboxStore for SqliteStore {
         after: Option<&WebhookId>,
         limit: u32,
     ) -> StoreResult<Vec<Endpoint>> {
-        let rows = sqlx::query("SELECT * FROM webhook_endpoints WHERE id > ?1 ORDER BY id LIMIT ?2")
-            .bind(after.map_or_else(String::new, |a| a.to_string()))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_error)?;
+        let rows =
+            sqlx::query("SELECT * FROM webhook_endpoints WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .bind(after.map_or_else(String::new, |a| a.to_string()))
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_error)?;
         rows.iter().map(decode_endpoint).collect()
     }
 
@@ -223,7 +229,7 @@ impl OutboxStore for SqliteStore {
                 .await
                 .map_err(db_error)?;
         let events = sqlx::query(
-            "SELECT seq, id, org_id, type FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, id, org_id, type, occurred_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )
         .bind(position)
         .bind(i64::from(limit))
@@ -245,13 +251,14 @@ impl OutboxStore for SqliteStore {
             let org_text: String = row.get("org_id");
             let event_type: String = row.get("type");
             let event_id: String = row.get("id");
+            let occurred_at = parse_ts(row.get("occurred_at"))?;
             let org = OrgId::parse(&org_text).map_err(other)?;
             let lineage = if needs_lineage {
                 ancestry(&mut tx, &org, false).await?
             } else {
                 vec![org]
             };
-            for endpoint in route(&endpoints, &event_type, &lineage) {
+            for endpoint in route(&endpoints, &event_type, occurred_at, &lineage) {
                 sqlx::query(
                     "INSERT INTO webhook_messages (endpoint_id, org_id, event_id, next_attempt_at)
                      VALUES (?1, ?2, ?3, ?4)",
@@ -323,13 +330,15 @@ impl OutboxStore for SqliteStore {
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row.get("id");
-            sqlx::query("UPDATE webhook_messages SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")
-                .bind(id)
-                .bind(owner)
-                .bind(now_ms + lease_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            sqlx::query(
+                "UPDATE webhook_messages SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(now_ms + lease_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
             let endpoint_id: String = row.get("endpoint_id");
             let event_id: String = row.get("event_id");
             let attempts: i64 = row.get("attempts");

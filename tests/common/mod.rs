@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod receiver;
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -282,6 +283,12 @@ impl TestApp {
     /// `ORGD_TEST_DATABASE_URL` names a PostgreSQL database, a fresh schema in it
     /// (dropped when the test ends). The same tests thus run on both stores.
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// [`TestApp::spawn`] with its serve configuration adjusted by `configure`
+    /// (webhook settings, poll intervals, NATS), on either store.
+    pub async fn spawn_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_schema) = match std::env::var("ORGD_TEST_DATABASE_URL") {
             Ok(url) if url.starts_with("postgres") => {
@@ -301,6 +308,7 @@ impl TestApp {
         };
         let mut serve = ServeConfig::local();
         serve.bootstrap_key = Some(ADMIN_KEY.into());
+        configure(&mut serve);
         let server = server::start(&store, &serve).await.expect("server starts");
         TestApp {
             base: format!("http://{}", server.addr),
