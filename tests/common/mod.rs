@@ -320,6 +320,11 @@ impl TestApp {
         }
     }
 
+    /// The PostgreSQL schema this test's server uses, when on PostgreSQL.
+    pub fn pg_schema_name(&self) -> Option<String> {
+        self.pg_schema.as_ref().map(|(_, schema)| schema.clone())
+    }
+
     /// Whether this test runs on PostgreSQL.
     pub fn on_postgres(&self) -> bool {
         self.pg_schema.is_some()
