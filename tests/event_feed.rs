@@ -25,7 +25,10 @@ async fn read_feed(app: &TestApp, after: Option<&str>, n: usize) -> (Vec<Value>,
         };
         let page = app.get(&path).send(200).await.body;
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        let cursor = page["next_cursor"].as_str().expect("always a cursor").to_owned();
+        let cursor = page["next_cursor"]
+            .as_str()
+            .expect("always a cursor")
+            .to_owned();
         if items.len() >= n || Instant::now() > deadline {
             return (items, cursor);
         }
@@ -38,7 +41,9 @@ async fn the_feed_lists_every_organization_s_events_oldest_first_with_a_cursor_o
     let app = fast_app().await;
     let empty = app.get("/v1/events").send(200).await;
     assert_eq!(empty.body["items"], json!([]));
-    let start = empty.body["next_cursor"].as_str().expect("a cursor even when empty");
+    let start = empty.body["next_cursor"]
+        .as_str()
+        .expect("a cursor even when empty");
 
     let a = app.org_named("A").await;
     let b = app.org_named("B").await;
@@ -63,10 +68,16 @@ async fn the_feed_lists_every_organization_s_events_oldest_first_with_a_cursor_o
             (a.as_str(), "organization.updated"),
         ]
     );
-    assert_eq!(items[2]["changes"]["/name"], json!({"from": "A", "to": "A2"}));
+    assert_eq!(
+        items[2]["changes"]["/name"],
+        json!({"from": "A", "to": "A2"})
+    );
 
     // The last page still says where to resume, and resuming there finds nothing new…
-    let again = app.get(&format!("/v1/events?after={cursor}")).send(200).await;
+    let again = app
+        .get(&format!("/v1/events?after={cursor}"))
+        .send(200)
+        .await;
     assert_eq!(again.body["items"], json!([]));
     assert_eq!(again.body["next_cursor"], cursor.as_str());
     // …until something happens.
@@ -128,9 +139,12 @@ async fn a_key_bound_to_a_subtree_sees_only_its_subtree_s_events() {
         .create_org(json!({"name": "Child", "parent_id": parent}))
         .await;
     let child = child["id"].as_str().unwrap().to_owned();
-    app.patch(&format!("/v1/organizations/{other}"), &json!({"name": "Other 2"}))
-        .send(200)
-        .await;
+    app.patch(
+        &format!("/v1/organizations/{other}"),
+        &json!({"name": "Other 2"}),
+    )
+    .send(200)
+    .await;
     read_feed(&app, None, 4).await;
     let key = app.key(&["events:read"], Some(&parent)).await;
     let page = app.get("/v1/events").key(Some(&key)).send(200).await;
@@ -195,9 +209,12 @@ async fn the_stream_sends_new_events_as_they_happen_and_resumes_after_last_event
     // Events made while the stream is open arrive on it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let second = app.org_named("During").await;
-    app.patch(&format!("/v1/organizations/{second}"), &json!({"name": "During 2"}))
-        .send(200)
-        .await;
+    app.patch(
+        &format!("/v1/organizations/{second}"),
+        &json!({"name": "During 2"}),
+    )
+    .send(200)
+    .await;
     let events = reader.await.unwrap();
     let summary: Vec<(&str, &str)> = events
         .iter()
