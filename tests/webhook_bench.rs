@@ -39,7 +39,11 @@ async fn webhook_delivery_throughput_and_latency() {
         s.webhook_retry_schedule = Some("1s".into());
     })
     .await;
-    let store = if app.on_postgres() { "PostgreSQL" } else { "SQLite" };
+    let store = if app.on_postgres() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     app.post(
         "/v1/webhooks",
         &json!({"url": receiver.url, "event_types": ["*"]}),

@@ -428,7 +428,8 @@ pub async fn create_webhook(
         updated_at: now,
     };
     app.store.insert_webhook(&endpoint).await?;
-    tracing::info!(webhook.id = %endpoint.id, url = %endpoint.url.as_str(), "webhook endpoint created");
+    // Not the URL: receivers often put a token in its query string.
+    tracing::info!(webhook.id = %endpoint.id, "webhook endpoint created");
     let mut response = (StatusCode::CREATED, Json(with_secret(&endpoint))).into_response();
     if let Ok(location) = format!("/v1/webhooks/{}", endpoint.id).parse() {
         response.headers_mut().insert(header::LOCATION, location);
