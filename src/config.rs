@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -143,9 +144,37 @@ pub struct ServeConfig {
     #[arg(long, env = "ORGD_WEBHOOK_RETRY_SCHEDULE")]
     pub webhook_retry_schedule: Option<String>,
 
+    /// Time one webhook attempt may take (connect, send, answer) before it counts
+    /// as a timeout and is retried.
+    #[arg(long, env = "ORGD_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub webhook_timeout: Duration,
+
+    /// Most webhook requests in flight per process.
+    #[arg(long, env = "ORGD_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: u32,
+
+    /// How often background workers look for new events when nothing woke them
+    /// (changes made by this process wake them at once; other processes' are
+    /// found by this poll).
+    #[arg(long, env = "ORGD_EVENTS_POLL_INTERVAL", default_value = "250ms", value_parser = duration)]
+    pub events_poll_interval: Duration,
+
     /// Also publish events to this NATS JetStream server.
     #[arg(long, env = "ORGD_NATS_URL")]
     pub nats_url: Option<String>,
+
+    /// The JetStream stream orgd publishes to (created when missing).
+    #[arg(long, env = "ORGD_NATS_STREAM", default_value = "ORGD_EVENTS")]
+    pub nats_stream: String,
+
+    /// Subjects are `<prefix>.<event type>`; the stream covers `<prefix>.>`.
+    #[arg(long, env = "ORGD_NATS_SUBJECT_PREFIX", default_value = "orgd.events")]
+    pub nats_subject_prefix: String,
+}
+
+/// `250ms`, `10s`, `1m`: clap's parser for durations.
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::domain::webhook::parse_duration(text)
 }
 
 impl ServeConfig {
@@ -164,7 +193,12 @@ impl ServeConfig {
             rate_limit: None,
             webhooks_allow_private: false,
             webhook_retry_schedule: None,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_concurrency: 32,
+            events_poll_interval: Duration::from_millis(250),
             nats_url: None,
+            nats_stream: "ORGD_EVENTS".into(),
+            nats_subject_prefix: "orgd.events".into(),
         }
     }
 }

@@ -4,7 +4,10 @@
 //!
 //! - [`domain`]: pure rules — organizations, field types, patches and diffs, the
 //!   hierarchy, permissions, audit events. No HTTP, no SQL.
-//! - [`store`]: persistence behind the [`store::Store`] trait (SQLite today).
+//! - [`store`]: persistence behind the [`store::Store`] trait (SQLite or PostgreSQL),
+//!   with the outbox (feed, webhook queue, consumer cursors) in [`store::outbox`].
+//! - [`events`]: the outbox's consumers, run in the background of `orgd serve`:
+//!   feed numbering, webhook fan-out and delivery, the NATS JetStream sink.
 //! - [`http`]: the axum API — one module per resource, problem+json errors,
 //!   extractors for the caller, the body and the preconditions.
 //! - [`config`]: the command line and `ORGD_*` environment.
@@ -15,6 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod keys;
 pub mod server;

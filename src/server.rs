@@ -17,6 +17,7 @@ use crate::auth::jwt::{JwksSource, JwtSettings, JwtVerifier};
 use crate::auth::rate_limit::{self, PrincipalLimiter};
 use crate::auth::Authenticator;
 use crate::config::{ServeConfig, StoreConfig};
+use crate::events;
 use crate::http::{self, AppState};
 use crate::keys;
 use crate::store::{self, SharedStore};
@@ -90,15 +91,19 @@ pub struct RunningServer {
     pub store: SharedStore,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// The outbox workers (pump, webhook delivery, NATS).
+    background: events::Background,
 }
 
 impl RunningServer {
     /// Stops accepting, drains in-flight requests, and waits for the server to end.
     pub async fn stop(mut self) {
+        self.background.begin_shutdown();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        self.background.stop();
     }
 }
 
@@ -115,6 +120,8 @@ pub async fn start(
     {
         tracing::warn!(path = %path.display(), "wrote a bootstrap admin key (all scopes); keep it secret");
     }
+    let outbox_config = events::OutboxConfig::from_serve(serve)?;
+    let (outbox, background) = events::start(store.clone(), outbox_config)?;
     let state = AppState {
         store: store.clone(),
         auth: Arc::new(Authenticator {
@@ -123,6 +130,8 @@ pub async fn start(
         }),
         limiter: rate_limiter(serve)?,
         metrics: metrics_handle(),
+        outbox,
+        webhooks_allow_private: serve.webhooks_allow_private,
     };
     let router = http::router(state, &serve.cors_origins);
     let listener = TcpListener::bind(serve.listen)
@@ -137,6 +146,7 @@ pub async fn start(
         store,
         shutdown: Some(tx),
         task,
+        background,
     })
 }
 

@@ -23,11 +23,12 @@ enum Who {
     MembersRead,
     MembersWrite,
     EventsRead,
+    WebhooksManage,
     NoUsefulScope,
     OtherSubtree,
 }
 
-const EVERYONE: [Who; 14] = [
+const EVERYONE: [Who; 15] = [
     Who::Anonymous,
     Who::Outsider,
     Who::Member,
@@ -40,6 +41,7 @@ const EVERYONE: [Who; 14] = [
     Who::MembersRead,
     Who::MembersWrite,
     Who::EventsRead,
+    Who::WebhooksManage,
     Who::NoUsefulScope,
     Who::OtherSubtree,
 ];
@@ -67,6 +69,7 @@ fn declared(route: &str, who: Who) -> Answer {
             | Who::MembersRead
             | Who::MembersWrite
             | Who::EventsRead
+            | Who::WebhooksManage
             | Who::NoUsefulScope
             | Who::OtherSubtree
     );
@@ -131,13 +134,31 @@ fn declared(route: &str, who: Who) -> Answer {
             Who::Admin | Who::Owner | Who::SystemAdmin => Allowed,
             _ => Forbidden,
         },
+        // Deployment-wide: webhook endpoints (keys with webhooks:manage, system
+        // admins) and the global event feed (keys with events:read, staff).
+        _ if route.starts_with("POST /v1/webhooks")
+            || route.starts_with("GET /v1/webhooks")
+            || route.starts_with("PATCH /v1/webhooks")
+            || route.starts_with("DELETE /v1/webhooks") =>
+        {
+            match who {
+                _ if is_key => key_needs(&[Who::WebhooksManage]),
+                Who::SystemAdmin => Allowed,
+                _ => Forbidden,
+            }
+        }
+        "GET /v1/events" | "GET /v1/events/stream" => match who {
+            _ if is_key => key_needs(&[Who::EventsRead]),
+            Who::SystemAdmin | Who::Support => Allowed,
+            _ => Forbidden,
+        },
         other => panic!("route `{other}` has no row in the authorization table"),
     }
 }
 
 fn expected_status(answer: Answer) -> &'static [u16] {
     match answer {
-        Allowed => &[200, 201, 204],
+        Allowed => &[200, 201, 202, 204],
         Unauthenticated => &[401],
         Forbidden => &[403],
         Hidden => &[404],
@@ -191,6 +212,7 @@ async fn every_route_answers_every_principal_as_the_table_declares() {
         (Who::MembersRead, vec!["members:read"], None),
         (Who::MembersWrite, vec!["members:write"], None),
         (Who::EventsRead, vec!["events:read"], None),
+        (Who::WebhooksManage, vec!["webhooks:manage"], None),
         (Who::NoUsefulScope, vec!["keys:manage"], None),
         (
             Who::OtherSubtree,
@@ -217,9 +239,29 @@ async fn every_route_answers_every_principal_as_the_table_declares() {
         for who in EVERYONE {
             n += 1;
             let org = audited_org(&app, n).await;
-            let url = path.replace("{org}", &org).replace("{user_id}", "zed");
+            let webhook = app
+                .post(
+                    "/v1/webhooks",
+                    // Limited to another subtree, so the audit's own writes do not
+                    // fan out to hundreds of endpoints.
+                    &json!({"url": "https://hooks.example.invalid/orgd", "event_types": ["*"], "organization_id": elsewhere}),
+                )
+                .send(201)
+                .await
+                .body["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let url = path
+                .replace("{org}", &org)
+                .replace("{user_id}", "zed")
+                .replace("{id}", &webhook);
             let body: Option<Value> = match (method.as_str(), path.as_str()) {
                 ("POST", "/v1/organizations") => Some(json!({"name": format!("Made {n}")})),
+                ("POST", "/v1/webhooks") => {
+                    Some(json!({"url": "https://hooks.example.invalid/x", "event_types": ["*"]}))
+                }
+                ("PATCH", "/v1/webhooks/{id}") => Some(json!({"description": "Audited"})),
                 ("PATCH" | "PUT", "/v1/organizations/{org}") => Some(json!({"name": "Renamed"})),
                 ("PUT", _) => Some(json!({"title": "Audited"})),
                 _ => None,
@@ -230,13 +272,16 @@ async fn every_route_answers_every_principal_as_the_table_declares() {
                 request = request.json(body);
             }
             let token = credential(who).or_else(|| keys.get(&format!("{who:?}")).cloned());
-            let response = request.key(token.as_deref()).send_any().await;
+            // The event stream never ends: judge it by its status line alone.
+            let status = if path.ends_with("/stream") {
+                request.key(token.as_deref()).status_only().await
+            } else {
+                request.key(token.as_deref()).send_any().await.status
+            };
             let answer = declared(&route, who);
-            if !expected_status(answer).contains(&response.status) {
+            if !expected_status(answer).contains(&status) {
                 mismatches.push(format!(
-                    "{route} as {who:?}: declared {answer:?}, got {} {}",
-                    response.status,
-                    response.code()
+                    "{route} as {who:?}: declared {answer:?}, got {status}"
                 ));
             }
         }

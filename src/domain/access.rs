@@ -369,6 +369,23 @@ pub fn authorize_read(principal: &Principal, scope: Scope) -> Result<(), Denied>
     }
 }
 
+/// Decides an operation over the whole deployment rather than one organization
+/// (webhook endpoints, the global event feed): keys need `scope`; among users, system
+/// administrators may, and support staff may when it only reads.
+pub fn authorize_deployment(
+    principal: &Principal,
+    scope: Scope,
+    writes: bool,
+) -> Result<(), Denied> {
+    match principal {
+        Principal::ApiKey { .. } => authorize_read(principal, scope),
+        Principal::User(user) if user.system_admin || (user.support && !writes) => Ok(()),
+        Principal::User(_) => Err(Denied::Role(
+            "this needs a system administrator or an API key",
+        )),
+    }
+}
+
 /// Decides a read of one organization's data: the scope, and MFA where the org
 /// requires it.
 pub fn authorize_org_read(

@@ -13,6 +13,10 @@ pub enum CursorKind {
     Organizations,
     Events,
     Members,
+    /// The global event feed (`GET /v1/events`): positions in commit order.
+    Feed,
+    Webhooks,
+    Deliveries,
 }
 
 impl CursorKind {
@@ -21,6 +25,9 @@ impl CursorKind {
             CursorKind::Organizations => "o1",
             CursorKind::Events => "e1",
             CursorKind::Members => "m1",
+            CursorKind::Feed => "f1",
+            CursorKind::Webhooks => "w1",
+            CursorKind::Deliveries => "d1",
         }
     }
 }

@@ -117,6 +117,16 @@ typed_id!(
     KeyId,
     "key"
 );
+typed_id!(
+    /// A webhook endpoint's id, `whk_…`.
+    WebhookId,
+    "whk"
+);
+typed_id!(
+    /// One recorded delivery attempt, `dlv_…`.
+    DeliveryId,
+    "dlv"
+);
 
 #[cfg(test)]
 mod tests {

@@ -17,3 +17,4 @@ pub mod org;
 pub mod patch;
 pub mod problems;
 pub mod time;
+pub mod webhook;

@@ -43,6 +43,8 @@ pub enum ApiError {
     },
     #[error("no such organization")]
     OrganizationNotFound,
+    #[error("no such webhook endpoint")]
+    WebhookNotFound,
     #[error("no such route")]
     NotFound,
     #[error("method not allowed on this route")]
@@ -93,6 +95,7 @@ impl ApiError {
             MfaRequired => (StatusCode::FORBIDDEN, "mfa_required", "MFA required"),
             OrganizationNotFound => (StatusCode::NOT_FOUND, "organization_not_found", "Organization not found"),
             MemberNotFound => (StatusCode::NOT_FOUND, "member_not_found", "Member not found"),
+            WebhookNotFound => (StatusCode::NOT_FOUND, "webhook_not_found", "Webhook endpoint not found"),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
             Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error", "Validation failed"),

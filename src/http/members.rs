@@ -234,7 +234,10 @@ pub async fn put_member(
             .write_membership(&org.id, &target, current.as_ref(), Some(&after), &event)
             .await
         {
-            Ok(()) => return Ok((status, Json(MemberOut::from(&after))).into_response()),
+            Ok(()) => {
+                app.outbox.event_committed();
+                return Ok((status, Json(MemberOut::from(&after))).into_response());
+            }
             Err(StoreError::VersionMismatch) => continue,
             Err(err) => return Err(err.into()),
         }
@@ -291,7 +294,10 @@ pub async fn delete_member(
             .write_membership(&org.id, &target, Some(&current), None, &event)
             .await
         {
-            Ok(()) => return Ok(StatusCode::NO_CONTENT),
+            Ok(()) => {
+                app.outbox.event_committed();
+                return Ok(StatusCode::NO_CONTENT);
+            }
             Err(StoreError::VersionMismatch) => continue,
             Err(err) => return Err(err.into()),
         }

@@ -4,11 +4,13 @@
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod feed;
 pub mod members;
 pub mod middleware;
 pub mod ops;
 pub mod orgs;
 pub mod query;
+pub mod webhooks;
 
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -27,6 +29,7 @@ use crate::auth::Authenticator;
 use crate::domain::access::Principal;
 use crate::domain::event::EventContext;
 use crate::domain::time;
+use crate::events::OutboxSignals;
 use crate::store::SharedStore;
 
 /// What every handler can reach.
@@ -36,6 +39,10 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub limiter: Option<Arc<PrincipalLimiter>>,
     pub metrics: PrometheusHandle,
+    /// Wakes the outbox workers after a commit; tells feed streams about new events.
+    pub outbox: OutboxSignals,
+    /// `ORGD_WEBHOOKS_ALLOW_PRIVATE`: skip the SSRF checks on webhook targets.
+    pub webhooks_allow_private: bool,
 }
 
 impl AppState {
@@ -60,7 +67,8 @@ impl AppState {
     tags(
         (name = "organizations", description = "Create, read, update (PATCH/PUT), delete and restore organizations"),
         (name = "members", description = "Who belongs to an organization, with which role"),
-        (name = "events", description = "The audit trail"),
+        (name = "events", description = "The audit trail, per organization and as one feed (pages and server-sent events)"),
+        (name = "webhooks", description = "Endpoints that receive events, signed per Standard Webhooks"),
     )
 )]
 pub struct ApiDoc;
@@ -90,6 +98,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(orgs::router())
         .merge(members::router())
         .merge(events::router())
+        .merge(feed::router())
+        .merge(webhooks::router())
         .split_for_parts()
 }
 

@@ -344,7 +344,10 @@ where
             .write_org(&current.id, current.version, &next, &event)
             .await
         {
-            Ok(()) => return Ok(next),
+            Ok(()) => {
+                app.outbox.event_committed();
+                return Ok(next);
+            }
             Err(StoreError::VersionMismatch) if if_match.is_none() => continue,
             Err(err) => return Err(err.into()),
         }
@@ -530,7 +533,10 @@ pub async fn create_org(
             .create_org(&org, &event, owner.as_ref(), record.as_ref())
             .await
         {
-            Ok(()) => break,
+            Ok(()) => {
+                app.outbox.event_committed();
+                break;
+            }
             // A slug we made from the name collides: try it with a short suffix.
             Err(StoreError::Conflict(crate::store::Constraint::SlugTaken))
                 if slug_was_made && attempt < 5 =>

@@ -71,6 +71,18 @@ impl Params {
         errors: &mut Vec<FieldError>,
         position: impl Fn(&str) -> Option<P>,
     ) -> Page<P> {
+        self.page_at("cursor", kind, errors, position)
+    }
+
+    /// A page whose start comes from the parameter `param` (`cursor`, or `after`
+    /// for the event feed).
+    fn page_at<P>(
+        &self,
+        param: &str,
+        kind: CursorKind,
+        errors: &mut Vec<FieldError>,
+        position: impl Fn(&str) -> Option<P>,
+    ) -> Page<P> {
         let limit = match self.0.get("limit") {
             None => DEFAULT_LIMIT,
             Some(text) => match text.parse::<u32>() {
@@ -85,11 +97,11 @@ impl Params {
                 }
             },
         };
-        let after = self.0.get("cursor").and_then(|text| {
+        let after = self.0.get(param).and_then(|text| {
             let decoded = cursor::decode(kind, text).and_then(|p| position(&p));
             if decoded.is_none() {
                 errors.push(FieldError::new(
-                    "/cursor",
+                    format!("/{param}"),
                     "invalid_cursor",
                     "is not a cursor this list returned",
                 ));
@@ -166,6 +178,47 @@ impl Params {
     pub fn event_page(&self) -> Result<Page<i64>, Vec<FieldError>> {
         let mut errors = Vec::new();
         let page = self.page(CursorKind::Events, &mut errors, |p| p.parse::<i64>().ok());
+        if errors.is_empty() {
+            Ok(page)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The query parameters of the event feed (documentation for OpenAPI).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct FeedParams {
+    /// Page size, 1–200 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page (absent: from the beginning).
+    after: Option<String>,
+}
+
+impl Params {
+    /// Page of the global feed (`after`; positions are feed positions).
+    pub fn feed_page(&self) -> Result<Page<i64>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let page = self.page_at("after", CursorKind::Feed, &mut errors, |p| {
+            p.parse::<i64>().ok().filter(|&n| n >= 0)
+        });
+        if errors.is_empty() {
+            Ok(page)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Page of a list keyed by a typed id (webhooks, deliveries).
+    pub fn id_page<P>(
+        &self,
+        kind: CursorKind,
+        parse: impl Fn(&str) -> Option<P>,
+    ) -> Result<Page<P>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let page = self.page(kind, &mut errors, parse);
         if errors.is_empty() {
             Ok(page)
         } else {

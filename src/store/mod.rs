@@ -6,8 +6,11 @@
 //! Every organization-owned method takes the organization's id first, so no query
 //! forgets whose data it touches.
 
+pub mod outbox;
 pub mod postgres;
+mod postgres_outbox;
 pub mod sqlite;
+mod sqlite_outbox;
 
 use std::sync::Arc;
 
@@ -101,7 +104,8 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Organizations and keys; the outbox's methods come from [`outbox::OutboxStore`].
+pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -29,12 +29,12 @@ use crate::domain::time;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Bound on recursive walks, well past MAX_DEPTH, so corrupt data cannot loop forever.
-const WALK_LIMIT: i64 = 2 * MAX_DEPTH as i64;
+pub(super) const WALK_LIMIT: i64 = 2 * MAX_DEPTH as i64;
 /// Attempts of a transaction that keeps failing with 40001 / 40P01.
 const TX_ATTEMPTS: usize = 8;
 
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PgStore {
@@ -69,7 +69,7 @@ fn sqlstate(err: &sqlx::Error) -> Option<String> {
 }
 
 /// Sorts a sqlx error into what the caller can act on.
-fn db_error(err: sqlx::Error) -> StoreError {
+pub(super) fn db_error(err: sqlx::Error) -> StoreError {
     let unavailable = match &err {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -142,11 +142,11 @@ where
     }
 }
 
-fn json_error(err: serde_json::Error) -> StoreError {
+pub(super) fn json_error(err: serde_json::Error) -> StoreError {
     StoreError::Other(anyhow::Error::new(err).context("stored JSON does not decode"))
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(json_error)
 }
 
@@ -154,7 +154,7 @@ fn decode_org(doc: &str) -> StoreResult<Organization> {
     serde_json::from_str(doc).map_err(json_error)
 }
 
-fn parse_id<T>(parsed: Result<T, crate::domain::ids::IdParseError>) -> StoreResult<T> {
+pub(super) fn parse_id<T>(parsed: Result<T, crate::domain::ids::IdParseError>) -> StoreResult<T> {
     parsed.map_err(|e| StoreError::Other(e.into()))
 }
 
@@ -173,7 +173,7 @@ async fn begin(
 }
 
 /// The start org's id followed by its ancestors'; empty if it is not live (when asked).
-async fn ancestry(
+pub(super) async fn ancestry(
     conn: &mut PgConnection,
     start: &OrgId,
     live_only: bool,
@@ -294,7 +294,7 @@ async fn read_membership(
         .transpose()
 }
 
-fn millis(ms: i64) -> StoreResult<Timestamp> {
+pub(super) fn millis(ms: i64) -> StoreResult<Timestamp> {
     Timestamp::from_millisecond(ms).map_err(|e| StoreError::Other(e.into()))
 }
 

@@ -29,11 +29,11 @@ use crate::domain::time;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Bound on recursive walks, well past MAX_DEPTH, so corrupt data cannot loop forever.
-const WALK_LIMIT: i64 = 2 * MAX_DEPTH as i64;
+pub(super) const WALK_LIMIT: i64 = 2 * MAX_DEPTH as i64;
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -69,12 +69,14 @@ impl SqliteStore {
 /// A deferred BEGIN would read first and then fail at once with SQLITE_BUSY when
 /// another process (a second `orgd`, or `orgd keys`) committed in between; IMMEDIATE
 /// waits for the lock within the busy timeout instead.
-async fn begin_immediate(pool: &SqlitePool) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+pub(super) async fn begin_immediate(
+    pool: &SqlitePool,
+) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
     pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
 }
 
 /// Sorts a sqlx error into what the caller can act on.
-fn db_error(err: sqlx::Error) -> StoreError {
+pub(super) fn db_error(err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(err.into())
@@ -97,7 +99,7 @@ fn unique_as(constraint: Constraint) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
-fn json_error(err: serde_json::Error) -> StoreError {
+pub(super) fn json_error(err: serde_json::Error) -> StoreError {
     StoreError::Other(anyhow::Error::new(err).context("stored JSON does not decode"))
 }
 
@@ -105,12 +107,12 @@ fn decode_org(doc: &str) -> StoreResult<Organization> {
     serde_json::from_str(doc).map_err(json_error)
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(json_error)
 }
 
 /// The live parent's id followed by its ancestors; empty if the parent is not live.
-async fn ancestry(
+pub(super) async fn ancestry(
     conn: &mut SqliteConnection,
     start: &OrgId,
     live_only: bool,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod receiver;
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -333,6 +334,17 @@ impl Req<'_> {
         response
     }
 
+    /// Sends the request and returns only its status, without reading the body
+    /// (for streams).
+    pub async fn status_only(self) -> u16 {
+        let response = self
+            .builder
+            .send()
+            .await
+            .expect("request reaches the server");
+        response.status().as_u16()
+    }
+
     pub async fn send_any(self) -> TestResponse {
         let response = self
             .builder
@@ -397,6 +409,11 @@ impl TestApp {
             client: reqwest::Client::new(),
             pg_schema,
         }
+    }
+
+    /// The PostgreSQL schema this test's server uses, when on PostgreSQL.
+    pub fn pg_schema_name(&self) -> Option<String> {
+        self.pg_schema.as_ref().map(|(_, schema)| schema.clone())
     }
 
     /// Whether this test runs on PostgreSQL.
