@@ -7,6 +7,11 @@ use orgd::config::{Cli, Command, KeysCommand};
 use orgd::domain::ids::KeyId;
 use orgd::{keys, server};
 
+/// Under load glibc malloc cost ~14% of orgd's CPU (bench/README.md, "Profiling");
+/// mimalloc keeps per-thread free lists, so the request path stops contending on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

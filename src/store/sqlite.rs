@@ -601,7 +601,7 @@ impl Store for SqliteStore {
         .bind(principal)
         .bind(key)
         .bind(time::format(since))
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db_error)?;
         let Some(row) = row else { return Ok(None) };

@@ -1,0 +1,950 @@
+//! The benchmark harness behind `bench/run.sh`: starts orgd on SQLite and on
+//! PostgreSQL, seeds organizations through the API, drives PATCH and GET with `wrk`,
+//! measures the baselines in the same run (a bare durable SQLite UPDATE loop,
+//! `pgbench` running the same kind of UPDATE, a bare axum handler), and prints the
+//! figures and orgd/baseline ratios, appending them to `bench/RESULTS.md`.
+//!
+//! Each repetition measures everything back to back, so the baselines and orgd
+//! share whatever else the (shared, 2-core) machine is doing at that moment; the
+//! table reports the median of the repetitions.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use futures::StreamExt;
+use rand::Rng;
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The bootstrap key both orgd servers are started with (`ORGD_BOOTSTRAP_KEY`).
+const BENCH_KEY: &str = "orgd_bench-bootstrap-admin-key-0123456789abcdef";
+
+#[derive(Debug, Parser)]
+#[command(about = "orgd benchmark: orgd against its baselines, on SQLite and PostgreSQL")]
+struct Args {
+    /// Seconds each load runs.
+    #[arg(long, env = "BENCH_DURATION", default_value_t = 20)]
+    duration: u64,
+    /// Repetitions of the whole round of measurements; the table shows medians.
+    #[arg(long, env = "BENCH_REPS", default_value_t = 3)]
+    reps: usize,
+    /// Concurrent connections (wrk) and clients (pgbench).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// wrk threads (the load generator shares the machine with the server).
+    #[arg(long, default_value_t = 2)]
+    wrk_threads: usize,
+    /// Organizations seeded before the loads.
+    #[arg(long, default_value_t = 10_000)]
+    orgs: usize,
+    /// Cold starts measured for the startup-to-ready time.
+    #[arg(long, default_value_t = 7)]
+    startups: usize,
+    /// PostgreSQL server for the PostgreSQL half; `none` skips it.
+    #[arg(
+        long,
+        env = "BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pg_url: String,
+    /// The orgd binary (release build).
+    #[arg(long, default_value = "target/release/orgd")]
+    orgd: PathBuf,
+    /// The bare axum baseline binary.
+    #[arg(long, default_value = "target/release/examples/bench_bare_axum")]
+    bare_axum: PathBuf,
+    /// The wrk Lua script.
+    #[arg(long, default_value = "bench/orgd.lua")]
+    lua: PathBuf,
+    /// Where the results are appended.
+    #[arg(long, default_value = "bench/RESULTS.md")]
+    results: PathBuf,
+    /// A note saved with the results (what changed, what else ran).
+    #[arg(long, default_value = "")]
+    note: String,
+    /// Instead of the comparison: seed orgd on SQLite (or on PostgreSQL with
+    /// `--profile-pg`), run this load (`patch` or `get`) under `perf record` for
+    /// `--duration` seconds, and print the hottest symbols. Nothing is appended.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Profile the PostgreSQL-backed orgd instead of the SQLite one.
+    #[arg(long)]
+    profile_pg: bool,
+}
+
+/// One load's outcome.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// Every repetition of every measurement, by name.
+#[derive(Default)]
+struct Samples(BTreeMap<&'static str, Vec<Load>>);
+
+impl Samples {
+    fn add(&mut self, name: &'static str, load: Load) {
+        println!(
+            "  {name:<28} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+            load.rate, load.p50_ms, load.p99_ms, load.errors
+        );
+        self.0.entry(name).or_default().push(load);
+    }
+
+    /// Medians of rate and latencies; errors summed over the repetitions.
+    fn median(&self, name: &str) -> Option<Load> {
+        let loads = self.0.get(name)?;
+        Some(Load {
+            rate: median(loads.iter().map(|l| l.rate).collect()),
+            p50_ms: median(loads.iter().map(|l| l.p50_ms).collect()),
+            p99_ms: median(loads.iter().map(|l| l.p99_ms).collect()),
+            errors: loads.iter().map(|l| l.errors).sum(),
+        })
+    }
+
+    fn rates(&self, name: &str) -> String {
+        self.0.get(name).map_or_else(String::new, |loads| {
+            loads
+                .iter()
+                .map(|l| format!("{:.0}", l.rate))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Peak resident set size of a process, from the kernel's high-water mark.
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Sends one `GET path` and returns the status code, or `None` if nothing answered.
+/// Plain blocking TCP so the startup clock polls every millisecond without an HTTP
+/// client's own setup in the way.
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// A running orgd process.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Starts `orgd serve` and waits for `/readyz` to answer 200; returns it with the
+/// time from exec to that first 200.
+async fn start_orgd(
+    orgd: &Path,
+    data_dir: &Path,
+    database_url: Option<&str>,
+    bootstrap_key: Option<&str>,
+) -> anyhow::Result<(Server, Duration)> {
+    std::fs::create_dir_all(data_dir)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let log = std::fs::File::create(data_dir.join("orgd.log"))?;
+    let mut command = Command::new(orgd);
+    command
+        .arg("serve")
+        .env_clear()
+        .env("ORGD_LISTEN", addr.to_string())
+        .env("ORGD_DATA_DIR", data_dir)
+        .stdout(Stdio::null())
+        // Logs go to a file, as in a deployment: each request logs a line.
+        .stderr(log)
+        .kill_on_drop(true);
+    if let Some(url) = database_url {
+        command.env("ORGD_DATABASE_URL", url);
+    }
+    if let Some(key) = bootstrap_key {
+        command.env("ORGD_BOOTSTRAP_KEY", key);
+    }
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", orgd.display()))?;
+    let ready = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http_status(addr, "/readyz") == Some(200) {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    })
+    .await?;
+    match ready {
+        Some(elapsed) => Ok((Server { child, addr }, elapsed)),
+        None => {
+            let _ = child.start_kill();
+            bail!(
+                "orgd did not become ready; see {}",
+                data_dir.join("orgd.log").display()
+            )
+        }
+    }
+}
+
+/// Creates `count` organizations through the API, 64 at a time, and returns their
+/// ids and the creation rate.
+async fn seed(base: &str, count: usize, concurrency: usize) -> anyhow::Result<(Vec<String>, f64)> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<String>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/v1/organizations");
+            async move {
+                let body = json!({
+                    "name": format!("Bench Org {i}"),
+                    "domains": [format!("bench-{i}.example.com")],
+                    "website": format!("https://bench-{i}.example.com/"),
+                    "address": {"line1": "1 Main St", "city": "Berlin", "country": "de"},
+                    "metadata": {"plan": "pro", "seq": i},
+                });
+                let response = client
+                    .post(&url)
+                    .bearer_auth(BENCH_KEY)
+                    .json(&body)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let value: Value = response.json().await?;
+                if status.as_u16() != 201 {
+                    bail!("create answered {status}: {value}");
+                }
+                value["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("create answered without an id")
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let ids = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((ids, rate))
+}
+
+/// Runs wrk with the Lua script in `mode` and parses the summary line it prints.
+async fn wrk(args: &Args, base: &str, mode: &str, ids: &Path) -> anyhow::Result<Load> {
+    let output = Command::new("wrk")
+        .arg(format!("-t{}", args.wrk_threads))
+        .arg(format!("-c{}", args.connections))
+        .arg(format!("-d{}s", args.duration))
+        .arg("--timeout")
+        .arg("5s")
+        .arg("-s")
+        .arg(&args.lua)
+        .arg(base)
+        .env("BENCH_MODE", mode)
+        .env("BENCH_IDS", ids)
+        .env("BENCH_KEY", BENCH_KEY)
+        .output()
+        .await
+        .context("cannot run wrk")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH_JSON "))
+        .with_context(|| format!("wrk printed no summary:\n{stdout}"))?;
+    let v: Value = serde_json::from_str(line)?;
+    let n = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let errors = ["connect", "read", "write", "status", "timeout"]
+        .iter()
+        .map(|k| n(k) as u64)
+        .sum();
+    Ok(Load {
+        rate: n("requests") / (n("duration_us") / 1e6),
+        p50_ms: n("p50_us") / 1000.0,
+        p99_ms: n("p99_us") / 1000.0,
+        errors,
+    })
+}
+
+/// The SQLite baseline's table: as many rows as seeded organizations.
+async fn prepare_sqlite_loop(path: &Path, rows: usize) -> anyhow::Result<()> {
+    let mut conn = sqlite_options(path)?.connect().await?;
+    sqlx::query(
+        "CREATE TABLE bench_rows (id INTEGER PRIMARY KEY, counter INTEGER NOT NULL, note TEXT NOT NULL) STRICT",
+    )
+    .execute(&mut conn)
+    .await?;
+    let mut tx = conn.begin().await?;
+    for id in 1..=rows as i64 {
+        sqlx::query("INSERT INTO bench_rows (id, counter, note) VALUES (?1, 0, '')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// orgd's settings: WAL and a synced WAL at every commit.
+fn sqlite_options(path: &Path) -> anyhow::Result<SqliteConnectOptions> {
+    Ok(
+        SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full),
+    )
+}
+
+/// The bare durable write: one connection, one autocommit single-row UPDATE after
+/// another, each synced to disk before the next starts.
+async fn sqlite_loop(path: &Path, rows: usize, duration: Duration) -> anyhow::Result<Load> {
+    let mut conn = sqlite_options(path)?.connect().await?;
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let id = rand::thread_rng().gen_range(1..=rows as i64);
+        let t = Instant::now();
+        sqlx::query("UPDATE bench_rows SET counter = counter + 1, note = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(format!("note {}", rand::thread_rng().gen::<u32>()))
+            .execute(&mut conn)
+            .await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    conn.close().await?;
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    Ok(Load {
+        rate: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+        errors: 0,
+    })
+}
+
+/// The PostgreSQL half's private schema, dropped at the end.
+struct PgBench {
+    server_url: String,
+    schema: String,
+}
+
+impl PgBench {
+    /// orgd's URL: the same server, with the schema as its search path.
+    fn orgd_url(&self) -> String {
+        let sep = if self.server_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}options=-c%20search_path%3D{}",
+            self.server_url, self.schema
+        )
+    }
+
+    async fn create(server_url: &str, rows: usize) -> anyhow::Result<Self> {
+        let schema = format!("bench_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(server_url)
+            .await
+            .context("cannot reach PostgreSQL (pass --pg-url none to skip it)")?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut conn)
+            .await?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await?;
+        sqlx::query(&format!(
+            "CREATE TABLE {schema}.bench_rows (id INTEGER PRIMARY KEY, counter BIGINT NOT NULL, note TEXT NOT NULL)"
+        ))
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO {schema}.bench_rows SELECT g, 0, '' FROM generate_series(1, {rows}) g"
+        ))
+        .execute(&mut conn)
+        .await?;
+        Ok(Self {
+            server_url: server_url.to_owned(),
+            schema,
+        })
+    }
+
+    async fn drop_schema(&self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.server_url).await?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// pgbench running the single-row UPDATE with `clients` clients; latencies come
+    /// from its per-transaction log.
+    async fn pgbench(
+        &self,
+        dir: &Path,
+        rows: usize,
+        clients: usize,
+        threads: usize,
+        duration: u64,
+    ) -> anyhow::Result<Load> {
+        let script = dir.join("update.sql");
+        std::fs::write(
+            &script,
+            format!(
+                "\\set id random(1, {rows})\n\
+                 UPDATE bench_rows SET counter = counter + 1, note = 'note ' || :id WHERE id = :id;\n"
+            ),
+        )?;
+        let logs = dir.join("pgbench-logs");
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs)?;
+        let output = Command::new("pgbench")
+            .arg("-n")
+            .arg(format!("-c{clients}"))
+            .arg(format!("-j{threads}"))
+            .arg(format!("-T{duration}"))
+            .arg("-f")
+            .arg(&script)
+            .arg("-l")
+            .arg(format!("--log-prefix={}", logs.join("tx").display()))
+            .arg(&self.server_url)
+            .env("PGOPTIONS", format!("-c search_path={}", self.schema))
+            .output()
+            .await
+            .context("cannot run pgbench")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "pgbench failed: {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let tps: f64 = stdout
+            .lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|t| t.parse().ok())
+            .with_context(|| format!("no tps in pgbench's output:\n{stdout}"))?;
+        let failed: u64 = stdout
+            .lines()
+            .find(|l| l.starts_with("number of failed transactions:"))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        // Log lines: client_id transaction_no latency_us script_no epoch epoch_us.
+        let mut latencies = Vec::new();
+        for entry in std::fs::read_dir(&logs)? {
+            let text = std::fs::read_to_string(entry?.path())?;
+            latencies.extend(text.lines().filter_map(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .map(|us| us / 1000.0)
+            }));
+        }
+        std::fs::remove_dir_all(&logs)?;
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        Ok(Load {
+            rate: tps,
+            p50_ms: percentile(&latencies, 50.0),
+            p99_ms: percentile(&latencies, 99.0),
+            errors: failed,
+        })
+    }
+}
+
+async fn start_bare_axum(binary: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut child = Command::new(binary)
+        .arg(addr.to_string())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    match tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await {
+        Ok(Ok(Some(line))) if line.starts_with("listening") => Ok((child, addr)),
+        _ => bail!("the bare axum server did not start"),
+    }
+}
+
+fn git(args: &[&str]) -> String {
+    std::process::Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// One row of the report: a measurement, its ratio to its baseline, the target.
+struct Row {
+    name: String,
+    load: Option<Load>,
+    rss_mb: Option<f64>,
+    ratio: Option<(f64, &'static str)>,
+    target: String,
+    met: Option<bool>,
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.filter(|v| v.is_finite())
+        .map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn report(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| measurement | req/s | p50 ms | p99 ms | errors | peak RSS MB | ratio | target | met |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|---|\n",
+    );
+    for row in rows {
+        let l = row.load;
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            row.name,
+            fmt_opt(l.map(|l| l.rate), 0),
+            fmt_opt(l.map(|l| l.p50_ms), 2),
+            fmt_opt(l.map(|l| l.p99_ms), 2),
+            l.map_or_else(|| "–".into(), |l| l.errors.to_string()),
+            fmt_opt(row.rss_mb, 1),
+            row.ratio
+                .map_or_else(|| "–".into(), |(r, of)| format!("{r:.2}× {of}")),
+            row.target,
+            match row.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "",
+            },
+        ));
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for tool in ["wrk", "pgbench"] {
+        if which(tool).is_none() && !(tool == "pgbench" && args.pg_url == "none") {
+            bail!("`{tool}` is not installed; bench/run.sh installs it");
+        }
+    }
+    let tmp = tempfile::Builder::new().prefix("orgd-bench-").tempdir()?;
+    let duration = Duration::from_secs(args.duration);
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    if let Some(mode) = &args.profile {
+        return profile(&args, mode, tmp.path()).await;
+    }
+
+    println!(
+        "== startup to ready on an empty SQLite store ({} starts)",
+        args.startups
+    );
+    let mut startups = Vec::new();
+    for i in 0..args.startups {
+        let (server, took) = start_orgd(
+            &args.orgd,
+            &tmp.path().join(format!("start-{i}")),
+            None,
+            None,
+        )
+        .await?;
+        server.stop().await;
+        println!("  start {i}: {:.1} ms", took.as_secs_f64() * 1000.0);
+        startups.push(took.as_secs_f64() * 1000.0);
+    }
+    let startup_ms = median(startups.clone());
+
+    println!(
+        "== SQLite: starting orgd and seeding {} organizations",
+        args.orgs
+    );
+    let (sqlite, _) = start_orgd(
+        &args.orgd,
+        &tmp.path().join("sqlite"),
+        None,
+        Some(BENCH_KEY),
+    )
+    .await?;
+    let (ids, sqlite_seed_rate) = seed(&sqlite.base(), args.orgs, args.connections).await?;
+    println!("  {} created at {sqlite_seed_rate:.0}/s", ids.len());
+    let sqlite_ids = tmp.path().join("sqlite-ids.txt");
+    std::fs::write(&sqlite_ids, ids.join("\n"))?;
+    let loop_db = tmp.path().join("loop").join("loop.db");
+    std::fs::create_dir_all(loop_db.parent().unwrap_or(tmp.path()))?;
+    prepare_sqlite_loop(&loop_db, args.orgs).await?;
+
+    let mut pg = None;
+    if args.pg_url != "none" {
+        println!(
+            "== PostgreSQL: starting orgd and seeding {} organizations",
+            args.orgs
+        );
+        let bench = PgBench::create(&args.pg_url, args.orgs).await?;
+        let (server, _) = start_orgd(
+            &args.orgd,
+            &tmp.path().join("pg"),
+            Some(&bench.orgd_url()),
+            Some(BENCH_KEY),
+        )
+        .await?;
+        let (ids, rate) = seed(&server.base(), args.orgs, args.connections).await?;
+        println!("  {} created at {rate:.0}/s", ids.len());
+        let path = tmp.path().join("pg-ids.txt");
+        std::fs::write(&path, ids.join("\n"))?;
+        pg = Some((bench, server, path, rate));
+    }
+
+    let (mut bare, bare_addr) = start_bare_axum(&args.bare_axum).await?;
+    let bare_base = format!("http://{bare_addr}");
+    let none = tmp.path().join("none");
+
+    let mut samples = Samples::default();
+    for rep in 1..=args.reps {
+        println!(
+            "== repetition {rep}/{} ({} s each)",
+            args.reps, args.duration
+        );
+        samples.add(
+            "sqlite_loop",
+            sqlite_loop(&loop_db, args.orgs, duration).await?,
+        );
+        samples.add(
+            "sqlite_patch",
+            wrk(&args, &sqlite.base(), "patch", &sqlite_ids).await?,
+        );
+        samples.add(
+            "sqlite_get",
+            wrk(&args, &sqlite.base(), "get", &sqlite_ids).await?,
+        );
+        samples.add("bare_axum", wrk(&args, &bare_base, "bare", &none).await?);
+        if let Some((bench, server, ids, _)) = &pg {
+            samples.add(
+                "pgbench",
+                bench
+                    .pgbench(
+                        tmp.path(),
+                        args.orgs,
+                        args.connections,
+                        args.wrk_threads,
+                        args.duration,
+                    )
+                    .await?,
+            );
+            samples.add("pg_patch", wrk(&args, &server.base(), "patch", ids).await?);
+            samples.add("pg_get", wrk(&args, &server.base(), "get", ids).await?);
+        }
+    }
+
+    let sqlite_rss = peak_rss_mb(sqlite.pid());
+    let bare_rss = bare.id().and_then(peak_rss_mb);
+    sqlite.stop().await;
+    let _ = bare.start_kill();
+    let _ = bare.wait().await;
+    let mut pg_rss = None;
+    let mut pg_seed_rate = None;
+    if let Some((bench, server, _, rate)) = pg.take() {
+        pg_rss = peak_rss_mb(server.pid());
+        pg_seed_rate = Some(rate);
+        server.stop().await;
+        bench.drop_schema().await?;
+    }
+
+    // ---- the report ----
+    let m = |name| samples.median(name);
+    let ratio = |a: Option<Load>, b: Option<Load>| Some(a?.rate / b?.rate);
+    let rss_ok = |r: Option<f64>| r.map(|r| r < 150.0);
+    let mut rows = vec![
+        Row {
+            name: "SQLite: bare durable UPDATE loop (1 conn, autocommit)".into(),
+            load: m("sqlite_loop"),
+            rss_mb: None,
+            ratio: None,
+            target: "baseline".into(),
+            met: None,
+        },
+        Row {
+            name: format!("SQLite: orgd PATCH ({} conns)", args.connections),
+            load: m("sqlite_patch"),
+            rss_mb: sqlite_rss,
+            ratio: ratio(m("sqlite_patch"), m("sqlite_loop")).map(|r| (r, "of loop")),
+            target: "≥ 2× loop, p99 < 10 ms".into(),
+            met: ratio(m("sqlite_patch"), m("sqlite_loop"))
+                .zip(m("sqlite_patch"))
+                .map(|(r, l)| r >= 2.0 && l.p99_ms < 10.0 && l.errors == 0),
+        },
+        Row {
+            name: format!("SQLite: orgd GET by id ({} conns)", args.connections),
+            load: m("sqlite_get"),
+            rss_mb: None,
+            ratio: ratio(m("sqlite_get"), m("bare_axum")).map(|r| (r, "of bare")),
+            target: "≥ 0.5× bare axum, p99 < 5 ms".into(),
+            met: ratio(m("sqlite_get"), m("bare_axum"))
+                .zip(m("sqlite_get"))
+                .map(|(r, l)| r >= 0.5 && l.p99_ms < 5.0 && l.errors == 0),
+        },
+        Row {
+            name: format!("bare axum GET / ({} conns)", args.connections),
+            load: m("bare_axum"),
+            rss_mb: bare_rss,
+            ratio: None,
+            target: "baseline".into(),
+            met: None,
+        },
+    ];
+    if pg_rss.is_some() {
+        rows.extend([
+            Row {
+                name: format!("PostgreSQL: pgbench UPDATE ({} clients)", args.connections),
+                load: m("pgbench"),
+                rss_mb: None,
+                ratio: None,
+                target: "baseline".into(),
+                met: None,
+            },
+            Row {
+                name: format!("PostgreSQL: orgd PATCH ({} conns)", args.connections),
+                load: m("pg_patch"),
+                rss_mb: pg_rss,
+                ratio: ratio(m("pg_patch"), m("pgbench")).map(|r| (r, "of pgbench")),
+                target: "≥ 0.7× pgbench, p99 < 10 ms".into(),
+                met: ratio(m("pg_patch"), m("pgbench"))
+                    .zip(m("pg_patch"))
+                    .map(|(r, l)| r >= 0.7 && l.p99_ms < 10.0 && l.errors == 0),
+            },
+            Row {
+                name: format!("PostgreSQL: orgd GET by id ({} conns)", args.connections),
+                load: m("pg_get"),
+                rss_mb: None,
+                ratio: ratio(m("pg_get"), m("bare_axum")).map(|r| (r, "of bare")),
+                target: "≥ 0.5× bare axum, p99 < 5 ms".into(),
+                met: ratio(m("pg_get"), m("bare_axum"))
+                    .zip(m("pg_get"))
+                    .map(|(r, l)| r >= 0.5 && l.p99_ms < 5.0 && l.errors == 0),
+            },
+        ]);
+    }
+    let mut table = report(&rows);
+    let max_rss = [sqlite_rss, pg_rss].into_iter().flatten().reduce(f64::max);
+    let fmt_met = |met: Option<bool>| match met {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "?",
+    };
+    table.push_str(&format!(
+        "\nPeak RSS of orgd (VmHWM, whole run incl. seeding): {} MB — target < 150 MB: {}\n",
+        fmt_opt(max_rss, 1),
+        fmt_met(rss_ok(max_rss)),
+    ));
+    startups.sort_by(|a, b| a.total_cmp(b));
+    table.push_str(&format!(
+        "Startup to first 200 on /readyz, empty SQLite store: median {startup_ms:.1} ms of {} \
+         (min {:.1}, max {:.1}) — target < 200 ms: {}\n",
+        startups.len(),
+        startups.first().copied().unwrap_or(f64::NAN),
+        startups.last().copied().unwrap_or(f64::NAN),
+        fmt_met(Some(startup_ms < 200.0)),
+    ));
+    table.push_str(&format!(
+        "Seeding {} orgs by POST at {} conns: SQLite {sqlite_seed_rate:.0}/s{}\n",
+        args.orgs,
+        args.connections,
+        pg_seed_rate.map_or_else(String::new, |r| format!(", PostgreSQL {r:.0}/s")),
+    ));
+    table.push_str("\nPer-repetition rates (req/s):\n\n");
+    for name in samples.0.keys() {
+        table.push_str(&format!("- {name}: {}\n", samples.rates(name)));
+    }
+
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty = if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        ""
+    } else {
+        " (with uncommitted changes)"
+    };
+    let command = std::env::var("BENCH_COMMAND")
+        .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    let date = jiff::Timestamp::now()
+        .strftime("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    let section = format!(
+        "\n## {date} — commit {commit}{dirty}\n\n\
+         Command: `{command}`  \n\
+         {} s per load, {} repetitions (medians shown; errors summed), {} connections, \
+         wrk with {} threads on the same {}-core machine; load average before: {}.{}\n\n{table}",
+        args.duration,
+        args.reps,
+        args.connections,
+        args.wrk_threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        if args.note.is_empty() {
+            String::new()
+        } else {
+            format!("  \nNote: {}", args.note)
+        },
+    );
+    println!("{section}");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.results)
+        .with_context(|| format!("cannot append to {}", args.results.display()))?;
+    file.write_all(section.as_bytes())?;
+    println!("appended to {}", args.results.display());
+    Ok(())
+}
+
+/// `--profile`: where orgd's CPU time goes under one load.
+async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
+    let mut pg = None;
+    let url = if args.profile_pg {
+        let bench = PgBench::create(&args.pg_url, args.orgs).await?;
+        let url = bench.orgd_url();
+        pg = Some(bench);
+        Some(url)
+    } else {
+        None
+    };
+    let (server, _) = start_orgd(
+        &args.orgd,
+        &tmp.join("profiled"),
+        url.as_deref(),
+        Some(BENCH_KEY),
+    )
+    .await?;
+    let (ids, _) = seed(&server.base(), args.orgs, args.connections).await?;
+    let ids_file = tmp.join("ids.txt");
+    std::fs::write(&ids_file, ids.join("\n"))?;
+    let data = std::env::current_dir()?.join(format!("target/perf-{mode}.data"));
+    let mut perf = Command::new("perf")
+        .args(["record", "-F", "999", "-g", "-o"])
+        .arg(&data)
+        .arg("-p")
+        .arg(server.pid().to_string())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run perf (apt-get install linux-perf)")?;
+    let load = wrk(args, &server.base(), mode, &ids_file).await?;
+    // perf writes its file when interrupted.
+    let _ = Command::new("kill")
+        .args(["-INT", &perf.id().unwrap_or(0).to_string()])
+        .status()
+        .await;
+    let _ = perf.wait().await;
+    println!(
+        "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {}",
+        load.rate, load.p50_ms, load.p99_ms, load.errors
+    );
+    server.stop().await;
+    if let Some(bench) = pg {
+        bench.drop_schema().await?;
+    }
+    let report = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "-i",
+        ])
+        .arg(&data)
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&report.stdout);
+    let top: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && l.contains('%')
+                && !l.trim_start().starts_with('|')
+                && !l.trim_start().starts_with("--")
+        })
+        .take(60)
+        .collect();
+    println!(
+        "hottest symbols (self time), full profile in {}:\n{}",
+        data.display(),
+        top.join("\n")
+    );
+    Ok(())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|p| p.is_file())
+}

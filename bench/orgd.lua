@@ -1,0 +1,70 @@
+-- wrk script for orgd: PATCH (a random field or two of a random seeded org) or
+-- GET by id, chosen by the BENCH_MODE environment variable. Every request carries
+-- the bootstrap key, so it runs the real path: authenticate, load, validate, write
+-- with its audit event. At the end it prints one JSON line the harness parses.
+--
+-- BENCH_MODE  patch | get | bare (bare: GET / on the bare axum baseline)
+-- BENCH_IDS   file with one org id per line (patch and get)
+-- BENCH_KEY   the API key (patch and get)
+
+local mode = os.getenv("BENCH_MODE") or "get"
+local key = os.getenv("BENCH_KEY") or ""
+local ids = {}
+
+-- Each wrk thread runs its own Lua state, so each loads the ids and seeds its own
+-- generator (differently, or both threads would send the same sequence).
+function init(args)
+  if mode ~= "bare" then
+    for line in io.lines(os.getenv("BENCH_IDS")) do
+      if #line > 0 then ids[#ids + 1] = line end
+    end
+  end
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+end
+
+local zones = { "Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC", "Australia/Sydney" }
+local cities = { "Berlin", "Munich", "Paris", "Lyon", "Austin", "Osaka", "Leeds" }
+
+-- One valid change each; the random numbers make a no-op (which writes nothing)
+-- rare, so nearly every PATCH commits a new version and an event.
+local fields = {
+  function() return '"alias_name":"alias ' .. math.random(1, 1e9) .. '"' end,
+  function() return '"description":"bench description ' .. math.random(1, 1e9) .. '"' end,
+  function() return '"website":"https://example' .. math.random(1, 1e6) .. '.com/"' end,
+  function() return '"is_business":' .. (math.random(0, 1) == 1 and "true" or "false") end,
+  function() return '"time_zone":"' .. zones[math.random(#zones)] .. '"' end,
+  function() return '"metadata":{"tier":"t' .. math.random(1, 1e6) .. '"}' end,
+  function() return '"address":{"city":"' .. cities[math.random(#cities)] .. '","postal_code":"' .. math.random(10000, 99999) .. '"}' end,
+}
+
+local patch_headers = {
+  ["Authorization"] = "Bearer " .. key,
+  ["Content-Type"] = "application/merge-patch+json",
+}
+local get_headers = { ["Authorization"] = "Bearer " .. key }
+
+function request()
+  if mode == "bare" then
+    return wrk.format("GET", "/")
+  end
+  local path = "/v1/organizations/" .. ids[math.random(#ids)]
+  if mode == "get" then
+    return wrk.format("GET", path, get_headers)
+  end
+  local first = math.random(#fields)
+  local body = fields[first]()
+  if math.random(0, 1) == 1 then
+    local second = math.random(#fields)
+    if second ~= first then body = body .. "," .. fields[second]() end
+  end
+  return wrk.format("PATCH", path, patch_headers, "{" .. body .. "}")
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,' ..
+    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
