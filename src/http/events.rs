@@ -14,7 +14,7 @@ use super::query::{PageParams, Params};
 use super::AppState;
 use crate::domain::access;
 use crate::domain::apikey::Scope;
-use crate::domain::cursor::{self, CursorKind};
+use crate::domain::cursor::CursorKind;
 use crate::domain::event::Event;
 use crate::domain::time;
 
@@ -106,19 +106,11 @@ pub async fn list_org_events(
     let page = Params::parse(query.as_deref())
         .event_page()
         .map_err(ApiError::Validation)?;
-    let mut events = app
+    let events = app
         .store
-        .list_org_events(&org.id, page.after, page.limit + 1)
+        .list_org_events(&org.id, page.after, page.fetch())
         .await?;
-    let more = events.len() > page.limit as usize;
-    events.truncate(page.limit as usize);
-    let next_cursor = more
-        .then(|| {
-            events
-                .last()
-                .map(|(seq, _)| cursor::encode(CursorKind::Events, &seq.to_string()))
-        })
-        .flatten();
+    let (events, next_cursor) = page.finish(events, CursorKind::Events, |(seq, _)| seq.to_string());
     Ok(Json(EventList {
         items: events.iter().map(|(_, e)| EventOut::from(e)).collect(),
         next_cursor,

@@ -18,7 +18,7 @@ use super::query::{PageParams, Params};
 use super::AppState;
 use crate::domain::access::{self, Principal};
 use crate::domain::apikey::Scope;
-use crate::domain::cursor::{self, CursorKind};
+use crate::domain::cursor::CursorKind;
 use crate::domain::event::EventType;
 use crate::domain::members::{self, Membership};
 use crate::domain::time;
@@ -119,19 +119,11 @@ pub async fn list_members(
     let page = Params::parse(query.as_deref())
         .member_page()
         .map_err(ApiError::Validation)?;
-    let mut items = app
+    let items = app
         .store
-        .list_members(&org.id, page.after.as_ref(), page.limit + 1)
+        .list_members(&org.id, page.after.as_ref(), page.fetch())
         .await?;
-    let more = items.len() > page.limit as usize;
-    items.truncate(page.limit as usize);
-    let next_cursor = more
-        .then(|| {
-            items
-                .last()
-                .map(|m| cursor::encode(CursorKind::Members, m.user_id.as_str()))
-        })
-        .flatten();
+    let (items, next_cursor) = page.finish(items, CursorKind::Members, |m| m.user_id.to_string());
     Ok(Json(MemberList {
         items: items.iter().map(MemberOut::from).collect(),
         next_cursor,

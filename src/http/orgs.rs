@@ -24,8 +24,8 @@ use super::query::{ListParams, Params};
 use super::AppState;
 use crate::domain::access::{self, Authority, OrgRole, Principal};
 use crate::domain::apikey::Scope;
-use crate::domain::cursor::{self, CursorKind};
-use crate::domain::event::{Event, EventType};
+use crate::domain::cursor::CursorKind;
+use crate::domain::event::{Event, EventContext, EventType};
 use crate::domain::fields::Slug;
 use crate::domain::ids::OrgId;
 use crate::domain::members::Membership;
@@ -690,18 +690,12 @@ pub async fn delete_org(
              authority,
          }| {
             access::authorize_lifecycle(&principal, authority, current)?;
-            let mut next = current.clone();
-            next.deleted_at = Some(events.now);
-            next.version += 1;
-            next.updated_at = events.now;
-            let changes = lifecycle_change(current, &next);
-            let event = events.event(
+            Ok(Some(lifecycle_step(
+                current,
+                Some(events.now),
                 EventType::OrganizationDeleted,
-                next.id,
-                next.version,
-                changes,
-            );
-            Ok(Some((next, event)))
+                &events,
+            )))
         },
     )
     .await?;
@@ -747,18 +741,12 @@ pub async fn restore_org(
             if current.is_live() {
                 return Ok(None);
             }
-            let mut next = current.clone();
-            next.deleted_at = None;
-            next.version += 1;
-            next.updated_at = events.now;
-            let changes = lifecycle_change(current, &next);
-            let event = events.event(
+            Ok(Some(lifecycle_step(
+                current,
+                None,
                 EventType::OrganizationRestored,
-                next.id,
-                next.version,
-                changes,
-            );
-            Ok(Some((next, event)))
+                &events,
+            )))
         },
     )
     .await;
@@ -771,18 +759,31 @@ pub async fn restore_org(
     Ok(respond_org(StatusCode::OK, &org, headers.return_minimal))
 }
 
-fn lifecycle_change(before: &Organization, after: &Organization) -> patch::Changes {
+/// The org deleted (`deleted_at` set) or restored (`None`), as a new version, with
+/// its event; the change is recorded at `/deleted_at`.
+fn lifecycle_step(
+    current: &Organization,
+    deleted_at: Option<jiff::Timestamp>,
+    event_type: EventType,
+    events: &EventContext,
+) -> (Organization, Event) {
+    let mut next = current.clone();
+    next.deleted_at = deleted_at;
+    next.version += 1;
+    next.updated_at = events.now;
     let stamp = |o: &Organization| {
         o.deleted_at
             .map_or(Value::Null, |t| Value::String(time::format(t)))
     };
-    BTreeMap::from([(
+    let changes = BTreeMap::from([(
         "/deleted_at".to_owned(),
         FieldChange {
-            from: stamp(before),
-            to: stamp(after),
+            from: stamp(current),
+            to: stamp(&next),
         },
-    )])
+    )]);
+    let event = events.event(event_type, next.id, next.version, changes);
+    (next, event)
 }
 
 /// List organizations, in creation order.
@@ -852,18 +853,11 @@ async fn list_page(
     if !principal.is_global() {
         filter.member = principal.user().map(|u| u.id.clone());
     }
-    let mut orgs = app
+    let orgs = app
         .store
-        .list_orgs(&filter, page.after.as_ref(), page.limit + 1)
+        .list_orgs(&filter, page.after.as_ref(), page.fetch())
         .await?;
-    let more = orgs.len() > page.limit as usize;
-    orgs.truncate(page.limit as usize);
-    let next_cursor = more
-        .then(|| {
-            orgs.last()
-                .map(|o| cursor::encode(CursorKind::Organizations, &o.id.to_string()))
-        })
-        .flatten();
+    let (orgs, next_cursor) = page.finish(orgs, CursorKind::Organizations, |o| o.id.to_string());
     Ok(Json(OrganizationList {
         items: orgs.iter().map(OrganizationOut::from).collect(),
         next_cursor,

@@ -53,6 +53,30 @@ pub struct Page<P> {
     pub limit: u32,
 }
 
+impl<P> Page<P> {
+    /// How many rows to fetch: one more than the page, to learn whether more follow.
+    pub fn fetch(&self) -> u32 {
+        self.limit + 1
+    }
+
+    /// Cuts a [`Page::fetch`]-sized result to the page and makes the cursor of the
+    /// next page from its last row (`None` on the last page).
+    pub fn finish<T>(
+        &self,
+        mut rows: Vec<T>,
+        kind: CursorKind,
+        position: impl Fn(&T) -> String,
+    ) -> (Vec<T>, Option<String>) {
+        let more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next = rows
+            .last()
+            .filter(|_| more)
+            .map(|row| cursor::encode(kind, &position(row)));
+        (rows, next)
+    }
+}
+
 pub struct Params(BTreeMap<String, String>);
 
 impl Params {

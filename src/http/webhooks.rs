@@ -20,7 +20,7 @@ use super::query::{PageParams, Params};
 use super::AppState;
 use crate::domain::access::{self, Principal};
 use crate::domain::apikey::Scope;
-use crate::domain::cursor::{self, CursorKind};
+use crate::domain::cursor::CursorKind;
 use crate::domain::ids::{DeliveryId, EventId, OrgId, WebhookId};
 use crate::domain::problems::{FieldError, Invalid};
 use crate::domain::time;
@@ -464,16 +464,12 @@ pub async fn list_webhooks(
     let page = Params::parse(query.as_deref())
         .id_page(CursorKind::Webhooks, |p| WebhookId::parse(p).ok())
         .map_err(ApiError::Validation)?;
-    let mut endpoints = app
+    let endpoints = app
         .store
-        .list_webhooks(page.after.as_ref(), page.limit + 1)
+        .list_webhooks(page.after.as_ref(), page.fetch())
         .await?;
-    let more = endpoints.len() > page.limit as usize;
-    endpoints.truncate(page.limit as usize);
-    let next_cursor = endpoints
-        .last()
-        .filter(|_| more)
-        .map(|e| cursor::encode(CursorKind::Webhooks, &e.id.to_string()));
+    let (endpoints, next_cursor) =
+        page.finish(endpoints, CursorKind::Webhooks, |e| e.id.to_string());
     let mut items = Vec::with_capacity(endpoints.len());
     for endpoint in &endpoints {
         if endpoint_visible(&app, &principal, endpoint).await? {
@@ -692,16 +688,12 @@ pub async fn list_webhook_deliveries(
     let page = Params::parse(query.as_deref())
         .id_page(CursorKind::Deliveries, |p| DeliveryId::parse(p).ok())
         .map_err(ApiError::Validation)?;
-    let mut attempts = app
+    let attempts = app
         .store
-        .list_deliveries(&endpoint.id, page.after.as_ref(), page.limit + 1)
+        .list_deliveries(&endpoint.id, page.after.as_ref(), page.fetch())
         .await?;
-    let more = attempts.len() > page.limit as usize;
-    attempts.truncate(page.limit as usize);
-    let next_cursor = attempts
-        .last()
-        .filter(|_| more)
-        .map(|a| cursor::encode(CursorKind::Deliveries, &a.id.to_string()));
+    let (attempts, next_cursor) =
+        page.finish(attempts, CursorKind::Deliveries, |a| a.id.to_string());
     Ok(Json(DeliveryList {
         items: attempts.iter().map(DeliveryOut::from).collect(),
         next_cursor,
