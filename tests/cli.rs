@@ -1,5 +1,9 @@
 //! The `orgd` command line (SPEC §3, §6): `migrate` and `keys create|list|revoke`,
 //! run as a separate process against a data dir, as an operator would.
+//!
+//! Tests that also run a server in-process use a multi-threaded runtime: the CLI is
+//! awaited with a blocking call, and the server's own tasks (the outbox pump holds
+//! SQLite's write lock for a moment) must keep running meanwhile.
 
 mod common;
 
@@ -347,7 +351,7 @@ fn revoking_an_unknown_or_already_revoked_key_fails() {
 
 // ---- keys against a running server ----------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_made_by_the_cli_authenticates_until_the_cli_revokes_it() {
     let app = TestApp::spawn_in(tempfile::tempdir().unwrap(), |_| {}).await;
     let data = app.data_dir.path().to_owned();
@@ -378,7 +382,7 @@ async fn a_key_made_by_the_cli_authenticates_until_the_cli_revokes_it() {
     assert_eq!(revoked.code(), "unauthenticated");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_bound_with_org_sees_only_that_subtree() {
     let app = TestApp::spawn_in(tempfile::tempdir().unwrap(), |_| {}).await;
     let data = app.data_dir.path().to_owned();
@@ -423,7 +427,7 @@ async fn a_key_bound_with_org_sees_only_that_subtree() {
     assert_eq!(ids, [tenant_id.as_str(), child["id"].as_str().unwrap()]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_cannot_be_bound_to_a_deleted_org() {
     let app = TestApp::spawn_in(tempfile::tempdir().unwrap(), |_| {}).await;
     let data = app.data_dir.path().to_owned();

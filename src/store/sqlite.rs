@@ -46,7 +46,7 @@ impl SqliteStore {
             // survives a power cut (NORMAL would only survive a process crash).
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())

@@ -222,6 +222,19 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn fan_out(&self, limit: u32, now_ms: i64) -> StoreResult<u64> {
+        // Look first, through a reader: an idle poll must not take the write lock,
+        // or every poll would make other processes (`orgd keys`, a second orgd)
+        // queue behind it.
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events
+                             WHERE seq > (SELECT position FROM outbox_cursors WHERE name = 'webhooks'))",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_error)?;
+        if !pending {
+            return Ok(0);
+        }
         let mut tx = begin_immediate(&self.writer).await?;
         let position: i64 =
             sqlx::query_scalar("SELECT position FROM outbox_cursors WHERE name = 'webhooks'")
@@ -237,6 +250,7 @@ impl OutboxStore for SqliteStore {
         .await
         .map_err(db_error)?;
         let Some(last) = events.last().map(|r| r.get::<i64, _>("seq")) else {
+            tx.rollback().await.map_err(db_error)?;
             return Ok(0);
         };
         let endpoints = sqlx::query("SELECT * FROM webhook_endpoints")
@@ -309,6 +323,18 @@ impl OutboxStore for SqliteStore {
         lease_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<ClaimedMessage>> {
+        // As in fan_out: only take the write lock when something may be due.
+        let due: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM webhook_messages
+                             WHERE next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1))",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_error)?;
+        if !due {
+            return Ok(Vec::new());
+        }
         let mut tx = begin_immediate(&self.writer).await?;
         // `p.org_id = m.org_id` is never true for NULL, so test messages are unordered.
         let rows = sqlx::query(
