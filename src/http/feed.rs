@@ -53,6 +53,18 @@ fn feed_cursor(position: i64) -> String {
     cursor::encode(CursorKind::Feed, &position.to_string())
 }
 
+/// One server-sent event of the stream, as its fields arrive on the wire.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the stream for OpenAPI
+pub struct SseEventDoc {
+    /// The cursor after this event (send it back as `Last-Event-ID` or `after`).
+    id: String,
+    /// The event's type, e.g. `organization.updated`.
+    event: String,
+    /// The event as JSON (the shape of `GET /v1/events` items).
+    data: String,
+}
+
 /// List events of all organizations, oldest first (in commit order).
 #[utoipa::path(
     get,
@@ -101,7 +113,7 @@ pub async fn list_events(
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (sent by EventSource on reconnect)"),
     ),
     responses(
-        (status = 200, description = "A stream of events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "A stream of events", content_type = "text/event-stream", body = SseEventDoc),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
