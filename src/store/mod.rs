@@ -57,6 +57,72 @@ pub struct OrgFilter {
     pub member: Option<UserId>,
 }
 
+/// The organization-list query, shared by both backends (the SQL is the same;
+/// only the expression that reads the stored document differs: `doc` on SQLite,
+/// `doc::text` on PostgreSQL's JSONB).
+pub(crate) fn org_list_query<'a, DB>(
+    doc: &str,
+    filter: &OrgFilter,
+    after: Option<&OrgId>,
+    limit: u32,
+    walk_limit: i64,
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::new("");
+    if let Some(root) = &filter.within {
+        q.push("WITH RECURSIVE subtree(id, level) AS (SELECT id, 1 FROM organizations WHERE id = ")
+            .push_bind(root.to_string())
+            .push(
+                " UNION ALL SELECT o.id, s.level + 1 FROM organizations o
+                     JOIN subtree s ON o.parent_id = s.id WHERE s.level < ",
+            )
+            .push_bind(walk_limit)
+            .push(") ");
+    }
+    q.push(format!(
+        "SELECT {doc} FROM organizations WHERE deleted_at IS NULL"
+    ));
+    if filter.within.is_some() {
+        q.push(" AND id IN (SELECT id FROM subtree)");
+    }
+    if let Some(user) = &filter.member {
+        q.push(" AND id IN (SELECT org_id FROM memberships WHERE user_id = ")
+            .push_bind(user.as_str().to_owned())
+            .push(")");
+    }
+    if let Some(parent) = &filter.parent_id {
+        q.push(" AND parent_id = ").push_bind(parent.to_string());
+    }
+    if let Some(enabled) = filter.enabled {
+        q.push(" AND enabled = ").push_bind(enabled);
+    }
+    if let Some(domain) = &filter.domain {
+        q.push(" AND id IN (SELECT org_id FROM org_domains WHERE domain = ")
+            .push_bind(domain.as_str().to_owned())
+            .push(")");
+    }
+    if let Some(text) = &filter.name_contains {
+        // `%` and `_` in the search text are literal.
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        q.push(" AND lower(name) LIKE ")
+            .push_bind(format!("%{}%", escaped.to_lowercase()))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(after) = after {
+        q.push(" AND id > ").push_bind(after.to_string());
+    }
+    q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+    q
+}
+
 /// A stored Idempotency-Key: the request it was first used with and the answer given.
 #[derive(Debug, Clone)]
 pub struct IdempotencyRecord {

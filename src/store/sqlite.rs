@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Row, Sqlite, SqliteConnection};
 
 use super::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult};
 use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
@@ -303,54 +303,7 @@ impl Store for SqliteStore {
         after: Option<&OrgId>,
         limit: u32,
     ) -> StoreResult<Vec<Organization>> {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("");
-        if let Some(root) = &filter.within {
-            q.push(
-                "WITH RECURSIVE subtree(id, level) AS (
-                     SELECT id, 1 FROM organizations WHERE id = ",
-            )
-            .push_bind(root.to_string())
-            .push(
-                " UNION ALL SELECT o.id, s.level + 1 FROM organizations o
-                     JOIN subtree s ON o.parent_id = s.id WHERE s.level < ",
-            )
-            .push_bind(WALK_LIMIT)
-            .push(") ");
-        }
-        q.push("SELECT doc FROM organizations WHERE deleted_at IS NULL");
-        if filter.within.is_some() {
-            q.push(" AND id IN (SELECT id FROM subtree)");
-        }
-        if let Some(user) = &filter.member {
-            q.push(" AND id IN (SELECT org_id FROM memberships WHERE user_id = ")
-                .push_bind(user.as_str().to_owned())
-                .push(")");
-        }
-        if let Some(parent) = &filter.parent_id {
-            q.push(" AND parent_id = ").push_bind(parent.to_string());
-        }
-        if let Some(enabled) = filter.enabled {
-            q.push(" AND enabled = ").push_bind(enabled);
-        }
-        if let Some(domain) = &filter.domain {
-            q.push(" AND id IN (SELECT org_id FROM org_domains WHERE domain = ")
-                .push_bind(domain.as_str().to_owned())
-                .push(")");
-        }
-        if let Some(text) = &filter.name_contains {
-            let escaped = text
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            q.push(" AND lower(name) LIKE ")
-                .push_bind(format!("%{}%", escaped.to_lowercase()))
-                .push(" ESCAPE '\\'");
-        }
-        if let Some(after) = after {
-            q.push(" AND id > ").push_bind(after.to_string());
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
-        let docs: Vec<String> = q
+        let docs: Vec<String> = super::org_list_query("doc", filter, after, limit, WALK_LIMIT)
             .build_query_scalar()
             .fetch_all(&self.reader)
             .await
