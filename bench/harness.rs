@@ -80,6 +80,14 @@ struct Args {
     /// Profile the PostgreSQL-backed orgd instead of the SQLite one.
     #[arg(long)]
     profile_pg: bool,
+    /// After the comparison, grow each store to this many organizations (inserted
+    /// by SQL, not the API) and measure GET by id and list pages at both sizes; 0
+    /// skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_to: usize,
+    /// Seconds each load of the scale check runs.
+    #[arg(long, default_value_t = 10)]
+    scale_duration: u64,
 }
 
 /// One load's outcome.
@@ -296,10 +304,21 @@ async fn seed(base: &str, count: usize, concurrency: usize) -> anyhow::Result<(V
 
 /// Runs wrk with the Lua script in `mode` and parses the summary line it prints.
 async fn wrk(args: &Args, base: &str, mode: &str, ids: &Path) -> anyhow::Result<Load> {
+    wrk_for(args, args.duration, base, mode, ids).await
+}
+
+/// wrk for `seconds`; `ids` is the file of org ids (or, for `list`, of cursors).
+async fn wrk_for(
+    args: &Args,
+    seconds: u64,
+    base: &str,
+    mode: &str,
+    ids: &Path,
+) -> anyhow::Result<Load> {
     let output = Command::new("wrk")
         .arg(format!("-t{}", args.wrk_threads))
         .arg(format!("-c{}", args.connections))
-        .arg(format!("-d{}s", args.duration))
+        .arg(format!("-d{seconds}s"))
         .arg("--timeout")
         .arg("5s")
         .arg("-s")
@@ -704,6 +723,30 @@ async fn main() -> anyhow::Result<()> {
 
     let sqlite_rss = peak_rss_mb(sqlite.pid());
     let bare_rss = bare.id().and_then(peak_rss_mb);
+    let mut scale_report = String::new();
+    if args.scale_to > args.orgs {
+        let mut stores = vec![ScaleTarget {
+            label: "SQLite",
+            base: sqlite.base(),
+            db: ScaleDb::Sqlite(tmp.path().join("sqlite").join("orgd.db")),
+            ids: std::fs::read_to_string(&sqlite_ids)?
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+        }];
+        if let Some((bench, server, ids, _)) = &pg {
+            stores.push(ScaleTarget {
+                label: "PostgreSQL",
+                base: server.base(),
+                db: ScaleDb::Postgres(bench.orgd_url()),
+                ids: std::fs::read_to_string(ids)?
+                    .lines()
+                    .map(str::to_owned)
+                    .collect(),
+            });
+        }
+        scale_report = scale(&args, tmp.path(), stores).await?;
+    }
     sqlite.stop().await;
     let _ = bare.start_kill();
     let _ = bare.wait().await;
@@ -817,6 +860,7 @@ async fn main() -> anyhow::Result<()> {
         args.connections,
         pg_seed_rate.map_or_else(String::new, |r| format!(", PostgreSQL {r:.0}/s")),
     ));
+    table.push_str(&scale_report);
     table.push_str("\nPer-repetition rates (req/s):\n\n");
     for name in samples.0.keys() {
         table.push_str(&format!("- {name}: {}\n", samples.rates(name)));
@@ -863,6 +907,266 @@ async fn main() -> anyhow::Result<()> {
     file.write_all(section.as_bytes())?;
     println!("appended to {}", args.results.display());
     Ok(())
+}
+
+// ---- scale: the same reads at 10,000 and at 1,000,000 organizations ----------------
+
+enum ScaleDb {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// A running orgd whose store the scale check grows.
+struct ScaleTarget {
+    label: &'static str,
+    base: String,
+    db: ScaleDb,
+    /// The ids seeded through the API.
+    ids: Vec<String>,
+}
+
+/// One size's figures: GET by id, the first list page, a page at a random cursor.
+struct ScalePoint {
+    orgs: usize,
+    get: Load,
+    first_page: Load,
+    cursor_page: Load,
+}
+
+/// Measures the reads, grows each store to `--scale-to` organizations by SQL (the
+/// API would take an hour to make a million), measures again, and shows the query
+/// plans the reads use at the large size.
+async fn scale(args: &Args, tmp: &Path, stores: Vec<ScaleTarget>) -> anyhow::Result<String> {
+    let mut out = format!(
+        "\nScale: reads at {} and at {} organizations ({} s per load, {} conns, 50 per page; \
+         the extra organizations inserted by SQL)\n\n\
+         | store | orgs | GET by id req/s | p50 ms | p99 ms | first page req/s | p99 ms | page at a cursor req/s | p99 ms | errors |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        args.orgs, args.scale_to, args.scale_duration, args.connections,
+    );
+    let mut plans = String::new();
+    for mut store in stores {
+        let mut points = Vec::new();
+        points.push(scale_point(args, tmp, &store).await?);
+        println!(
+            "== {}: growing to {} organizations",
+            store.label, args.scale_to
+        );
+        let started = Instant::now();
+        let added = match &store.db {
+            ScaleDb::Sqlite(path) => grow_sqlite(path, args.scale_to).await?,
+            ScaleDb::Postgres(url) => grow_postgres(url, args.scale_to).await?,
+        };
+        println!(
+            "  {} inserted in {:.1} s",
+            added.len(),
+            started.elapsed().as_secs_f64()
+        );
+        store.ids.extend(added);
+        points.push(scale_point(args, tmp, &store).await?);
+        for p in &points {
+            let errors = p.get.errors + p.first_page.errors + p.cursor_page.errors;
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {errors} |\n",
+                store.label,
+                p.orgs,
+                p.get.rate,
+                p.get.p50_ms,
+                p.get.p99_ms,
+                p.first_page.rate,
+                p.first_page.p99_ms,
+                p.cursor_page.rate,
+                p.cursor_page.p99_ms,
+            ));
+        }
+        plans.push_str(&query_plans(&store.db).await?);
+    }
+    out.push_str(&plans);
+    Ok(out)
+}
+
+async fn scale_point(args: &Args, tmp: &Path, store: &ScaleTarget) -> anyhow::Result<ScalePoint> {
+    let orgs = store.ids.len();
+    println!("== {}: reads at {orgs} organizations", store.label);
+    // A uniform sample keeps wrk's per-thread copy small at a million ids.
+    let mut rng = rand::thread_rng();
+    let sample: Vec<&str> = (0..orgs.min(100_000))
+        .map(|_| store.ids[rng.gen_range(0..orgs)].as_str())
+        .collect();
+    let ids = tmp.join(format!("scale-ids-{}-{orgs}.txt", store.label));
+    std::fs::write(&ids, sample.join("\n"))?;
+    let cursors = tmp.join(format!("scale-cursors-{}-{orgs}.txt", store.label));
+    let lines: Vec<String> = sample
+        .iter()
+        .map(|id| orgd::domain::cursor::encode(orgd::domain::cursor::CursorKind::Organizations, id))
+        .collect();
+    std::fs::write(&cursors, lines.join("\n"))?;
+    let seconds = args.scale_duration;
+    Ok(ScalePoint {
+        orgs,
+        get: wrk_for(args, seconds, &store.base, "get", &ids).await?,
+        first_page: wrk_for(args, seconds, &store.base, "first", &cursors).await?,
+        cursor_page: wrk_for(args, seconds, &store.base, "list", &cursors).await?,
+    })
+}
+
+/// A stored document like the seeded ones, for a new id.
+fn scale_doc(template: &Value, id: &str, n: usize, now: &str) -> (String, String, String) {
+    let slug = format!("scale-{n}");
+    let name = format!("Scale Org {n}");
+    let mut doc = template.clone();
+    doc["id"] = json!(id);
+    doc["slug"] = json!(slug);
+    doc["name"] = json!(name);
+    // Domains are unique across organizations and indexed apart; the copies have none.
+    doc["domains"] = json!([]);
+    doc["primary_domain"] = Value::Null;
+    doc["created_at"] = json!(now);
+    doc["updated_at"] = json!(now);
+    (slug, name, doc.to_string())
+}
+
+/// Rows are inserted in batches of this many (one statement each).
+const GROW_BATCH: usize = 500;
+
+async fn grow_sqlite(path: &Path, target: usize) -> anyhow::Result<Vec<String>> {
+    let mut conn = sqlite_options(path)?
+        .busy_timeout(Duration::from_secs(30))
+        .connect()
+        .await?;
+    let (count, template): (i64, String) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM organizations), doc FROM organizations LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let template: Value = serde_json::from_str(&template)?;
+    let now = orgd::domain::time::format(jiff::Timestamp::now());
+    let mut ids = Vec::new();
+    let mut n = count as usize;
+    while n < target {
+        let mut tx = conn.begin().await?;
+        for _ in 0..20 {
+            let rows: Vec<(String, String, String, String)> = (n..target.min(n + GROW_BATCH))
+                .map(|i| {
+                    let id = orgd::domain::ids::OrgId::generate().to_string();
+                    let (slug, name, doc) = scale_doc(&template, &id, i, &now);
+                    (id, slug, name, doc)
+                })
+                .collect();
+            if rows.is_empty() {
+                break;
+            }
+            n += rows.len();
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO organizations (id, slug, name, parent_id, enabled, version, created_at, updated_at, deleted_at, doc) ",
+            );
+            q.push_values(&rows, |mut b, (id, slug, name, doc)| {
+                b.push_bind(id.clone())
+                    .push_bind(slug.clone())
+                    .push_bind(name.clone())
+                    .push("NULL, 1, 1")
+                    .push_bind(now.clone())
+                    .push_bind(now.clone())
+                    .push("NULL")
+                    .push_bind(doc.clone());
+            });
+            q.build().execute(&mut *tx).await?;
+            ids.extend(rows.into_iter().map(|r| r.0));
+        }
+        tx.commit().await?;
+    }
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(ids)
+}
+
+async fn grow_postgres(url: &str, target: usize) -> anyhow::Result<Vec<String>> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let (count, template): (i64, String) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM organizations), doc::text FROM organizations LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let template: Value = serde_json::from_str(&template)?;
+    let now = orgd::domain::time::format(jiff::Timestamp::now());
+    let mut ids = Vec::new();
+    let mut n = count as usize;
+    while n < target {
+        let mut tx = conn.begin().await?;
+        for _ in 0..20 {
+            let rows: Vec<(String, String, String, String)> = (n..target.min(n + GROW_BATCH))
+                .map(|i| {
+                    let id = orgd::domain::ids::OrgId::generate().to_string();
+                    let (slug, name, doc) = scale_doc(&template, &id, i, &now);
+                    (id, slug, name, doc)
+                })
+                .collect();
+            if rows.is_empty() {
+                break;
+            }
+            n += rows.len();
+            let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                "INSERT INTO organizations (id, slug, name, parent_id, enabled, version, created_at, updated_at, deleted_at, doc) ",
+            );
+            q.push_values(&rows, |mut b, (id, slug, name, doc)| {
+                b.push_bind(id.clone())
+                    .push_bind(slug.clone())
+                    .push_bind(name.clone())
+                    .push("NULL, true, 1")
+                    .push_bind(now.clone())
+                    .push_unseparated("::timestamptz")
+                    .push_bind(now.clone())
+                    .push_unseparated("::timestamptz")
+                    .push("NULL")
+                    .push_bind(doc.clone())
+                    .push_unseparated("::jsonb");
+            });
+            q.build().execute(&mut *tx).await?;
+            ids.extend(rows.into_iter().map(|r| r.0));
+        }
+        tx.commit().await?;
+    }
+    sqlx::query("ANALYZE organizations")
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(ids)
+}
+
+/// The plans of the two reads (by id; a list page after a cursor), as the database
+/// chooses them at the large size: both must be index searches, not scans.
+async fn query_plans(db: &ScaleDb) -> anyhow::Result<String> {
+    const BY_ID: &str = "SELECT doc FROM organizations WHERE id = 'org_01jd8c0v7qf3x9y2k5m6n8p4rs'";
+    const PAGE: &str = "SELECT doc FROM organizations WHERE deleted_at IS NULL \
+                        AND id > 'org_01jd8c0v7qf3x9y2k5m6n8p4rs' ORDER BY id LIMIT 51";
+    let mut out = String::new();
+    match db {
+        ScaleDb::Sqlite(path) => {
+            let mut conn = sqlite_options(path)?.connect().await?;
+            for (what, sql) in [("by id", BY_ID), ("page", PAGE)] {
+                let rows: Vec<(i64, i64, i64, String)> =
+                    sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .fetch_all(&mut conn)
+                        .await?;
+                let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+                out.push_str(&format!("\nSQLite plan, {what}: `{}`", plan.join("; ")));
+            }
+            conn.close().await?;
+        }
+        ScaleDb::Postgres(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            for (what, sql) in [("by id", BY_ID), ("page", PAGE)] {
+                let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
+                    .fetch_all(&mut conn)
+                    .await?;
+                let plan: Vec<String> = rows.into_iter().map(|r| r.0.trim().to_owned()).collect();
+                out.push_str(&format!("\nPostgreSQL plan, {what}: `{}`", plan.join("; ")));
+            }
+            conn.close().await?;
+        }
+    }
+    out.push('\n');
+    Ok(out)
 }
 
 /// `--profile`: where orgd's CPU time goes under one load.

@@ -3,8 +3,11 @@
 -- the bootstrap key, so it runs the real path: authenticate, load, validate, write
 -- with its audit event. At the end it prints one JSON line the harness parses.
 --
--- BENCH_MODE  patch | get | bare (bare: GET / on the bare axum baseline)
--- BENCH_IDS   file with one org id per line (patch and get)
+-- BENCH_MODE  patch | get | first | list | bare (bare: GET / on the bare axum
+--             baseline; first: the first page of the organization list; list: a
+--             page at a random cursor)
+-- BENCH_IDS   file with one org id per line (patch and get), or one list cursor
+--             per line (first and list)
 -- BENCH_KEY   the API key (patch and get)
 
 local mode = os.getenv("BENCH_MODE") or "get"
@@ -46,6 +49,12 @@ local get_headers = { ["Authorization"] = "Bearer " .. key }
 function request()
   if mode == "bare" then
     return wrk.format("GET", "/")
+  end
+  if mode == "first" then
+    return wrk.format("GET", "/v1/organizations?limit=50", get_headers)
+  end
+  if mode == "list" then
+    return wrk.format("GET", "/v1/organizations?limit=50&cursor=" .. ids[math.random(#ids)], get_headers)
   end
   local path = "/v1/organizations/" .. ids[math.random(#ids)]
   if mode == "get" then

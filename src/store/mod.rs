@@ -11,6 +11,7 @@ pub mod postgres;
 mod postgres_outbox;
 pub mod sqlite;
 mod sqlite_outbox;
+pub mod sqlite_writer;
 
 use std::sync::Arc;
 

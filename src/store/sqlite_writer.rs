@@ -1,0 +1,292 @@
+//! Group commit for the SQLite store: one task takes every organization and
+//! membership write that is waiting and commits them in one transaction, so one
+//! durable sync (`synchronous=FULL`) covers the whole batch instead of one per write.
+//!
+//! Each write runs under its own SAVEPOINT: a write refused by its own checks (a
+//! stale version, a slug taken, a hierarchy or membership rule) is rolled back alone
+//! and its neighbours commit. Every caller is answered only after the COMMIT that
+//! carries its write, so an acknowledged write is on disk. Readers use their own
+//! pool and never wait for the writer (WAL).
+//!
+//! The task borrows the store's single writer connection for the length of one batch,
+//! so the rarer writes that go straight to that pool (API keys, webhook endpoints,
+//! the outbox workers) take turns with batches instead of needing a path of their own.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::FutureExt;
+use sqlx::{SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sqlite::{self, db_error};
+use super::{IdempotencyRecord, StoreError, StoreResult};
+use crate::domain::event::Event;
+use crate::domain::ids::OrgId;
+use crate::domain::members::{Membership, UserId};
+use crate::domain::org::Organization;
+
+/// Most writes in one transaction: enough to absorb a burst from every connection
+/// of a busy server, small enough that one batch holds the lock for milliseconds.
+const MAX_BATCH: usize = 128;
+/// Writes waiting for the task beyond this make their callers wait to enqueue.
+const QUEUE_DEPTH: usize = 1024;
+
+/// A write the group committer runs. The payloads are owned (and documents are
+/// serialized by the caller, on its own task) so the single writer spends its time
+/// only on SQL.
+pub(super) enum WriteOp {
+    CreateOrg(Box<CreateOrg>),
+    WriteOrg(Box<WriteOrg>),
+    WriteMembership(Box<WriteMembership>),
+}
+
+pub(super) struct CreateOrg {
+    pub org: Organization,
+    pub doc: String,
+    pub event: EncodedEvent,
+    pub owner: Option<Membership>,
+    /// The record and its encoded response.
+    pub idempotency: Option<(IdempotencyRecord, String)>,
+}
+
+pub(super) struct WriteOrg {
+    pub org_id: OrgId,
+    pub expected_version: i64,
+    pub org: Organization,
+    pub doc: String,
+    pub event: EncodedEvent,
+}
+
+pub(super) struct WriteMembership {
+    pub org_id: OrgId,
+    pub user_id: UserId,
+    pub expected: Option<Membership>,
+    pub after: Option<Membership>,
+    pub event: EncodedEvent,
+}
+
+/// An event with its stored document.
+pub(super) struct EncodedEvent {
+    pub event: Event,
+    pub doc: String,
+}
+
+impl EncodedEvent {
+    pub fn new(event: &Event) -> StoreResult<Self> {
+        Ok(Self {
+            event: event.clone(),
+            doc: sqlite::encode(event)?,
+        })
+    }
+}
+
+/// Batches and writes committed so far, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    in_place: AtomicU64,
+}
+
+impl CommitStats {
+    fn record(&self, writes: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+    }
+
+    /// Updates that took the one-statement path (no savepoint, no read).
+    pub fn in_place(&self) -> u64 {
+        self.in_place.load(Ordering::Relaxed)
+    }
+
+    /// (transactions committed, writes they carried)
+    pub fn read(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<StoreResult<()>>,
+}
+
+/// The handle the store keeps; the task ends when it is dropped.
+pub(super) struct GroupCommit {
+    queue: mpsc::Sender<WriteRequest>,
+    pub stats: Arc<CommitStats>,
+}
+
+impl GroupCommit {
+    pub fn start(writer: SqlitePool) -> Self {
+        let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(CommitStats::default());
+        tokio::spawn(run(writer, requests, stats.clone()));
+        Self { queue, stats }
+    }
+
+    /// Queues a write and waits for the commit of the batch that carries it.
+    pub async fn submit(&self, op: WriteOp) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Unavailable(anyhow::anyhow!("the SQLite writer has stopped"));
+        self.queue
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(
+    writer: SqlitePool,
+    mut requests: mpsc::Receiver<WriteRequest>,
+    stats: Arc<CommitStats>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let writes = std::mem::take(&mut batch);
+        // A panic in one batch must not stop every later write: its callers see
+        // their reply dropped (an error), and the task goes on.
+        if AssertUnwindSafe(commit_batch(&writer, writes, &stats))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "the SQLite writer panicked in a batch; none of its writes were acknowledged"
+            );
+        }
+    }
+}
+
+/// Commits a batch and answers each request after the commit. A write that fails
+/// for a reason other than its own checks may have broken the transaction (an I/O
+/// error, a full disk): it is answered with its error and the rest of the batch
+/// runs again in a fresh transaction, so its neighbours are not failed with it.
+async fn commit_batch(writer: &SqlitePool, mut batch: Vec<WriteRequest>, stats: &CommitStats) {
+    while !batch.is_empty() {
+        match run_batch(writer, &batch, stats).await {
+            Ok(outcomes) => {
+                stats.record(batch.len());
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    // The caller may have gone (client disconnected); its write stands.
+                    let _ = request.reply.send(outcome);
+                }
+                return;
+            }
+            Err(BatchError::At(index, err)) => {
+                let request = batch.remove(index);
+                let _ = request.reply.send(Err(err));
+            }
+            Err(BatchError::Whole(err)) => {
+                tracing::warn!(error = %err, writes = batch.len(), "SQLite batch failed; none of its writes committed");
+                for request in batch {
+                    let _ = request.reply.send(Err(copy_error(&err)));
+                }
+                return;
+            }
+        }
+    }
+}
+
+enum BatchError {
+    /// The write at this index failed in a way that may have broken the transaction.
+    At(usize, StoreError),
+    /// Taking the connection, BEGIN or COMMIT failed: nothing in the batch committed.
+    Whole(StoreError),
+}
+
+/// The outcome of each write in `batch`, once all of them committed together.
+async fn run_batch(
+    writer: &SqlitePool,
+    batch: &[WriteRequest],
+    stats: &CommitStats,
+) -> Result<Vec<StoreResult<()>>, BatchError> {
+    let mut tx = sqlite::begin_immediate(writer)
+        .await
+        .map_err(BatchError::Whole)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (index, request) in batch.iter().enumerate() {
+        // The common update is one guarded UPDATE that applies whole or fails alone
+        // (SQLite undoes a failing statement), then its event: it needs no savepoint.
+        if let WriteOp::WriteOrg(op) = &request.op {
+            match sqlite::write_org_in_place(&mut tx, op).await {
+                Ok(true) => {
+                    stats.in_place.fetch_add(1, Ordering::Relaxed);
+                    outcomes.push(Ok(()));
+                    continue;
+                }
+                Ok(false) => {} // the full path below decides, and names the error
+                Err(err) if is_own_check(&err) => {
+                    outcomes.push(Err(err));
+                    continue;
+                }
+                Err(err) => {
+                    let _ = tx.rollback().await;
+                    return Err(BatchError::At(index, err));
+                }
+            }
+        }
+        // A savepoint per write, never released: COMMIT releases them all, and
+        // skipping RELEASE saves a statement per write. ROLLBACK TO undoes back to
+        // the most recent savepoint of that name: this write's.
+        sqlx::query("SAVEPOINT write")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| BatchError::Whole(db_error(e)))?;
+        match apply(&mut tx, &request.op).await {
+            Ok(()) => outcomes.push(Ok(())),
+            Err(err) if is_own_check(&err) => {
+                // SQLite undid only the failing statement; undo the rest of this
+                // write and keep the transaction (and the neighbours' writes).
+                sqlx::query("ROLLBACK TO write")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| BatchError::At(index, db_error(e)))?;
+                outcomes.push(Err(err));
+            }
+            Err(err) => {
+                let _ = tx.rollback().await;
+                return Err(BatchError::At(index, err));
+            }
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(|e| BatchError::Whole(db_error(e)))?;
+    Ok(outcomes)
+}
+
+async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> StoreResult<()> {
+    match op {
+        WriteOp::CreateOrg(op) => sqlite::create_org_in(conn, op).await,
+        WriteOp::WriteOrg(op) => sqlite::write_org_in(conn, op).await,
+        WriteOp::WriteMembership(op) => sqlite::write_membership_in(conn, op).await,
+    }
+}
+
+/// Refusals decided by a write's own checks or a constraint: SQLite leaves the
+/// transaction usable after them.
+fn is_own_check(err: &StoreError) -> bool {
+    matches!(
+        err,
+        StoreError::NotFound
+            | StoreError::VersionMismatch
+            | StoreError::Conflict(_)
+            | StoreError::Hierarchy(_)
+            | StoreError::Member(_)
+    )
+}
+
+/// The same failure for each request of a failed batch (errors are not `Clone`).
+fn copy_error(err: &StoreError) -> StoreError {
+    let cause = anyhow::anyhow!("{err:#}");
+    match err {
+        StoreError::Unavailable(_) => StoreError::Unavailable(cause),
+        _ => StoreError::Other(cause),
+    }
+}

@@ -1,0 +1,336 @@
+//! Group commit on SQLite: concurrent writes share one transaction and one sync,
+//! yet each is answered for itself, a refused write never takes its neighbours down,
+//! and nothing acknowledged is missing when the store is reopened. (Killing the
+//! process mid-load is `crash_safety.rs`, on both stores.)
+//!
+//! These tests open the SQLite store directly, whatever ORGD_TEST_DATABASE_URL says:
+//! batching is SQLite's alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orgd::domain::access::OrgRole;
+use orgd::domain::event::{Actor, ActorKind, EventContext, EventType};
+use orgd::domain::fields::{DomainName, OrgName, Slug};
+use orgd::domain::hierarchy::HierarchyError;
+use orgd::domain::ids::OrgId;
+use orgd::domain::members::{MemberRuleError, Membership, UserId};
+use orgd::domain::org::Organization;
+use orgd::domain::patch;
+use orgd::domain::time;
+use orgd::store::sqlite::SqliteStore;
+use orgd::store::{Constraint, OrgLookup, Store, StoreError};
+use sqlx::Connection;
+
+fn context() -> EventContext {
+    EventContext {
+        actor: Actor {
+            kind: ActorKind::ApiKey,
+            id: "key_test".into(),
+        },
+        request_id: "req-test".into(),
+        now: time::now(),
+    }
+}
+
+fn org(slug: &str) -> Organization {
+    Organization::new(
+        OrgId::generate(),
+        Slug::parse(slug).unwrap(),
+        OrgName::parse(slug).unwrap(),
+        time::now(),
+    )
+}
+
+async fn create(store: &SqliteStore, org: &Organization) -> Result<(), StoreError> {
+    let event = context().event(
+        EventType::OrganizationCreated,
+        org.id,
+        1,
+        patch::creation_changes(org),
+    );
+    store.create_org(org, &event, None, None).await
+}
+
+async fn update(store: &SqliteStore, expected: i64, next: &Organization) -> Result<(), StoreError> {
+    let event = context().event(
+        EventType::OrganizationUpdated,
+        next.id,
+        next.version,
+        Default::default(),
+    );
+    store.write_org(&next.id, expected, next, &event).await
+}
+
+fn member(org: &Organization, user: &str, role: OrgRole) -> Membership {
+    Membership {
+        org_id: org.id,
+        user_id: UserId::parse(user).unwrap(),
+        role,
+        display_name: None,
+        external_id: None,
+        title: None,
+        created_at: time::now(),
+        updated_at: time::now(),
+    }
+}
+
+async fn write_member(
+    store: &SqliteStore,
+    expected: Option<&Membership>,
+    after: Option<&Membership>,
+) -> Result<(), StoreError> {
+    let m = after.or(expected).expect("a membership");
+    let event = context().event(EventType::MemberUpdated, m.org_id, 0, Default::default());
+    store
+        .write_membership(&m.org_id, &m.user_id, expected, after, &event)
+        .await
+}
+
+fn db_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("orgd.db").display())
+}
+
+/// What each write of the batch is, and what it must come back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Ok,
+    SlugTaken,
+    DomainTaken,
+    Stale,
+    NoParent,
+    LastOwner,
+}
+
+fn outcome(result: &Result<(), StoreError>) -> Expect {
+    match result {
+        Ok(()) => Expect::Ok,
+        Err(StoreError::Conflict(Constraint::SlugTaken)) => Expect::SlugTaken,
+        Err(StoreError::Conflict(Constraint::DomainTaken)) => Expect::DomainTaken,
+        Err(StoreError::VersionMismatch) => Expect::Stale,
+        Err(StoreError::Hierarchy(HierarchyError::ParentNotFound)) => Expect::NoParent,
+        Err(StoreError::Member(MemberRuleError::LastOwner)) => Expect::LastOwner,
+        Err(other) => panic!("unexpected error: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_in_a_batch_does_not_fail_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&db_url(&dir)).await.unwrap());
+    let mut taken = org("taken");
+    taken.domains = vec![DomainName::parse("taken.example.com").unwrap()];
+    create(&store, &taken).await.unwrap();
+    let existing = org("existing");
+    create(&store, &existing).await.unwrap();
+    // Orgs that will try to take the slug "taken" by an update (the one-statement path).
+    let mut movers = Vec::new();
+    for i in 0..5 {
+        let mover = org(&format!("mover-{i}"));
+        create(&store, &mover).await.unwrap();
+        movers.push(mover);
+    }
+
+    // One owner: demoting them is refused (the last owner), adding members is not.
+    let owned = org("owned");
+    create(&store, &owned).await.unwrap();
+    let owner = member(&owned, "owner-1", OrgRole::Owner);
+    write_member(&store, None, Some(&owner)).await.unwrap();
+
+    // Another connection holds the write lock, so every write below queues up
+    // behind the writer's BEGIN IMMEDIATE and they all commit in one batch or two.
+    let mut blocker = sqlx::SqliteConnection::connect(&db_url(&dir))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let (commits_before, _) = store.commit_stats().read();
+
+    let mut writes: Vec<(Expect, tokio::task::JoinHandle<Result<(), StoreError>>)> = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        let (expect, task) = match i % 8 {
+            3 => (Expect::SlugTaken, {
+                tokio::spawn(async move { create(&store, &org("taken")).await })
+            }),
+            4 => (Expect::SlugTaken, {
+                let mut next = movers[i / 8].clone();
+                next.version = 2;
+                next.slug = Slug::parse("taken").unwrap();
+                tokio::spawn(async move { update(&store, 1, &next).await })
+            }),
+            5 => (Expect::DomainTaken, {
+                let mut o = org(&format!("domain-{i}"));
+                o.domains = vec![DomainName::parse("taken.example.com").unwrap()];
+                tokio::spawn(async move { create(&store, &o).await })
+            }),
+            6 => (Expect::NoParent, {
+                let mut o = org(&format!("orphan-{i}"));
+                o.parent_id = Some(OrgId::generate());
+                tokio::spawn(async move { create(&store, &o).await })
+            }),
+            7 => (Expect::Stale, {
+                let mut next = existing.clone();
+                next.version = 7;
+                tokio::spawn(async move { update(&store, 6, &next).await })
+            }),
+            _ => (Expect::Ok, {
+                let o = org(&format!("fresh-{i}"));
+                tokio::spawn(async move { create(&store, &o).await })
+            }),
+        };
+        writes.push((expect, task));
+    }
+    for i in 0..6 {
+        let store = store.clone();
+        let (expect, task) = if i % 3 == 0 {
+            let demoted = member(&owned, "owner-1", OrgRole::Member);
+            let owner = owner.clone();
+            (Expect::LastOwner, {
+                tokio::spawn(
+                    async move { write_member(&store, Some(&owner), Some(&demoted)).await },
+                )
+            })
+        } else {
+            let added = member(&owned, &format!("user-{i}"), OrgRole::Member);
+            (Expect::Ok, {
+                tokio::spawn(async move { write_member(&store, None, Some(&added)).await })
+            })
+        };
+        writes.push((expect, task));
+    }
+    // Let every write reach the writer's queue, then let the writer in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+
+    let mut seen = BTreeMap::new();
+    for (expect, task) in writes {
+        let result = task.await.unwrap();
+        assert_eq!(outcome(&result), expect, "{result:?}");
+        *seen.entry(format!("{expect:?}")).or_insert(0) += 1;
+    }
+    assert_eq!(seen["Ok"], 15 + 4);
+    assert_eq!(seen["SlugTaken"], 10);
+    assert_eq!(seen["LastOwner"], 2);
+    let (commits_after, _) = store.commit_stats().read();
+    assert!(
+        commits_after - commits_before <= 3,
+        "46 queued writes took {} commits",
+        commits_after - commits_before
+    );
+    // The successful neighbours are all there; the refused ones left nothing.
+    let live = store
+        .list_orgs(&Default::default(), None, 200)
+        .await
+        .unwrap();
+    let slugs: Vec<&str> = live.iter().map(|o| o.slug.as_str()).collect();
+    assert_eq!(live.len(), 3 + 5 + 15, "{slugs:?}");
+    assert!(slugs
+        .iter()
+        .all(|s| !s.starts_with("domain-") && !s.starts_with("orphan-")));
+    let members = store.list_members(&owned.id, None, 100).await.unwrap();
+    assert_eq!(members.len(), 5, "{members:?}");
+    assert!(members
+        .iter()
+        .any(|m| m.user_id.as_str() == "owner-1" && m.role == OrgRole::Owner));
+    let stored = store
+        .find_org(&OrgLookup::Id(existing.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.version, 1);
+    for mover in &movers {
+        let stored = store
+            .find_org(&OrgLookup::Id(mover.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (stored.version, stored.slug.as_str()),
+            (1, mover.slug.as_str())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_writes_are_all_acknowledged_and_all_present_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&db_url(&dir)).await.unwrap());
+    // Half with domains, half without: the in-place path must recognise both lists.
+    let orgs: Vec<Organization> = (0..20)
+        .map(|i| {
+            let mut o = org(&format!("org-{i}"));
+            if i % 2 == 0 {
+                o.domains = vec![
+                    DomainName::parse(&format!("org-{i}.example.com")).unwrap(),
+                    DomainName::parse(&format!("b{i}.example.org")).unwrap(),
+                ];
+            }
+            o
+        })
+        .collect();
+    for o in &orgs {
+        create(&store, o).await.unwrap();
+    }
+    // 20 orgs × 10 updates each, all in flight at once; each org's updates chain
+    // version by version, so each task waits for its previous write.
+    let mut tasks = Vec::new();
+    for o in orgs.clone() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut current = o;
+            for n in 0..10 {
+                let mut next = current.clone();
+                next.version += 1;
+                next.description =
+                    Some(orgd::domain::fields::Text::parse(&format!("v{n}"), 100).unwrap());
+                update(&store, current.version, &next).await.unwrap();
+                current = next;
+            }
+        }));
+    }
+    let mut fresh = Vec::new();
+    for i in 0..100 {
+        let store = store.clone();
+        let o = org(&format!("new-{i}"));
+        fresh.push(o.id);
+        tasks.push(tokio::spawn(
+            async move { create(&store, &o).await.unwrap() },
+        ));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (commits, writes) = store.commit_stats().read();
+    // The description-only updates all take the one-statement path.
+    assert_eq!(store.commit_stats().in_place(), 200);
+    assert!(writes >= 320, "{writes} writes committed");
+    assert!(
+        commits < writes,
+        "no batching: {commits} commits for {writes} writes"
+    );
+    drop(store);
+
+    let reopened = SqliteStore::open(&db_url(&dir)).await.unwrap();
+    for o in &orgs {
+        let stored = reopened
+            .find_org(&OrgLookup::Id(o.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.version, 11);
+        assert_eq!(stored.description.unwrap().as_str(), "v9");
+        let events = reopened.list_org_events(&o.id, None, 100).await.unwrap();
+        assert_eq!(events.len(), 11);
+    }
+    for id in fresh {
+        assert!(reopened
+            .find_org(&OrgLookup::Id(id))
+            .await
+            .unwrap()
+            .is_some());
+    }
+}
