@@ -24,6 +24,7 @@ use crate::domain::hierarchy::{self, MAX_DEPTH};
 use crate::domain::ids::{KeyId, OrgId};
 use crate::domain::members::{self, Membership, UserId};
 use crate::domain::org::Organization;
+use crate::domain::secrets_key::SecretsKey;
 use crate::domain::time;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -34,10 +35,21 @@ pub(super) const WALK_LIMIT: i64 = 2 * MAX_DEPTH as i64;
 pub struct SqliteStore {
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
+    /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
+    pub(super) secrets_key: SecretsKey,
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
+    /// Connects, migrates, refuses a secrets key other than the one the stored
+    /// secrets are sealed with, and seals secrets older versions stored in clear.
+    pub async fn open(url: &str, secrets_key: SecretsKey) -> anyhow::Result<Self> {
+        let store = Self::connect(url, secrets_key).await?;
+        store.adopt_secrets_key().await?;
+        Ok(store)
+    }
+
+    /// Connects and migrates, without looking at the stored secrets.
+    pub(super) async fn connect(url: &str, secrets_key: SecretsKey) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "invalid SQLite URL")?
             .create_if_missing(true)
@@ -61,7 +73,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .context("cannot open SQLite readers")?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            secrets_key,
+        })
     }
 }
 
