@@ -40,6 +40,10 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// After the secrets key was lost: give each webhook endpoint whose secret the
+    /// configured key cannot open a new random secret, so orgd starts again. Then
+    /// rotate each listed endpoint's secret through the API for its receiver.
+    ResetWebhookSecrets,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,7 +70,7 @@ pub enum KeysCommand {
 /// Where the data lives; shared by every command.
 #[derive(Debug, Clone, Args)]
 pub struct StoreConfig {
-    /// Folder for the SQLite file `orgd.db` and the bootstrap key.
+    /// Folder for the SQLite file `orgd.db`, the bootstrap key and the secrets key.
     #[arg(long, env = "ORGD_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
 
@@ -82,6 +86,16 @@ pub struct StoreConfig {
         global = true
     )]
     pub database_pool_size: u32,
+
+    /// Base64 of 32 bytes: the key that seals webhook signing secrets in the
+    /// database. Every orgd process on one database needs the same key.
+    #[arg(long, env = "ORGD_SECRETS_KEY", global = true)]
+    pub secrets_key: Option<Secret>,
+
+    /// A file holding the secrets key (base64 of 32 bytes); must exist. Without
+    /// this or `--secrets-key`, `secrets.key` in the data dir is used, made on first start.
+    #[arg(long, env = "ORGD_SECRETS_KEY_FILE", global = true)]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -248,8 +262,12 @@ mod tests {
             data_dir: "./data".into(),
             database_url: Some("postgres://u:hunter2@db/orgd".into()),
             database_pool_size: 16,
+            secrets_key: Some("c2VhbGluZy1rZXktdGhhdC1tdXN0LW5vdC1sZWFrIQ==".into()),
+            secrets_key_file: None,
         };
-        assert!(!format!("{config:?}").contains("hunter2"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("c2VhbGluZy1rZXkt"));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`server`]: wiring for `orgd serve` (and for the tests, which start the same
 //!   server on a random port).
 //! - [`keys`]: `orgd keys …` and the bootstrap key.
+//! - [`secrets_key_file`]: where the key that seals webhook secrets comes from.
 
 pub mod auth;
 pub mod config;
@@ -21,5 +22,6 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod keys;
+pub mod secrets_key_file;
 pub mod server;
 pub mod store;

@@ -27,6 +27,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(command) => run_keys(&cli.store, command).await,
+        Command::ResetWebhookSecrets => {
+            let key = server::load_secrets_key(&cli.store)?.key;
+            let replaced =
+                orgd::store::reset_unreadable_webhook_secrets(&cli.store.url(), key).await?;
+            for id in &replaced {
+                println!("{id}");
+            }
+            eprintln!(
+                "{} endpoint(s) got a new secret; rotate each one's secret \
+                 (POST /v1/webhooks/{{id}}/rotate-secret) and give it to its receiver",
+                replaced.len()
+            );
+            Ok(())
+        }
         Command::Backup { file } => {
             if file.exists() {
                 anyhow::bail!("{} already exists; choose a new file", file.display());

@@ -20,6 +20,7 @@ use crate::config::{ServeConfig, StoreConfig};
 use crate::events;
 use crate::http::{self, AppState};
 use crate::keys;
+use crate::secrets_key_file;
 use crate::store::{self, SharedStore};
 
 /// The process-wide metrics recorder (the `metrics` facade allows one).
@@ -76,13 +77,36 @@ fn rate_limiter(serve: &ServeConfig) -> anyhow::Result<Option<Arc<PrincipalLimit
     Ok(Some(Arc::new(PrincipalLimiter::new(count, window))))
 }
 
-/// Opens (and migrates) the configured store, creating the data dir if needed.
+/// Opens (and migrates) the configured store with the configured secrets key,
+/// creating the data dir if needed.
 pub async fn open_store(config: &StoreConfig) -> anyhow::Result<SharedStore> {
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     }
-    store::open(&config.url(), config.database_pool_size).await
+    let loaded = load_secrets_key(config)?;
+    let opened = store::open(&config.url(), config.database_pool_size, loaded.key).await;
+    match (&loaded.generated, opened) {
+        (Some(path), Err(err)) => Err(err.context(format!(
+            "no secrets key was configured, so this start made a new one in {}",
+            path.display()
+        ))),
+        (_, opened) => opened,
+    }
+}
+
+/// The secrets key, with a warning when none existed and one was made.
+pub fn load_secrets_key(config: &StoreConfig) -> anyhow::Result<secrets_key_file::LoadedKey> {
+    let loaded = secrets_key_file::load(config)?;
+    if let Some(path) = &loaded.generated {
+        tracing::warn!(
+            path = %path.display(),
+            secrets_key.id = loaded.key.key_id(),
+            "wrote a new secrets key (it seals webhook secrets); back it up with the \
+             database, and give every orgd process on this database the same key"
+        );
+    }
+    Ok(loaded)
 }
 
 /// A server running in the background: what tests and benchmarks start.

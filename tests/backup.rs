@@ -72,7 +72,12 @@ async fn a_backup_taken_under_writes_holds_every_write_acknowledged_before_it() 
     );
 
     // Open the copy as a store of its own and compare.
-    let copy = orgd::store::open(&format!("sqlite://{}", target.display()), 1)
+    // The copy's webhook secrets are sealed with the data dir's secrets key.
+    let key = std::fs::read_to_string(orgd::secrets_key_file::default_path(app.data_dir.path()))
+        .ok()
+        .and_then(|text| orgd::domain::secrets_key::SecretsKey::parse(&text))
+        .expect("the data dir holds the secrets key");
+    let copy = orgd::store::open(&format!("sqlite://{}", target.display()), 1, key)
         .await
         .unwrap();
     for (org, version) in &before_backup {

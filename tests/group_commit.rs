@@ -18,6 +18,7 @@ use orgd::domain::ids::OrgId;
 use orgd::domain::members::{MemberRuleError, Membership, UserId};
 use orgd::domain::org::Organization;
 use orgd::domain::patch;
+use orgd::domain::secrets_key::SecretsKey;
 use orgd::domain::time;
 use orgd::store::sqlite::SqliteStore;
 use orgd::store::{Constraint, OrgLookup, Store, StoreError};
@@ -118,7 +119,8 @@ fn outcome(result: &Result<(), StoreError>) -> Expect {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_write_in_a_batch_does_not_fail_its_neighbours() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&db_url(&dir)).await.unwrap());
+    let key = SecretsKey::generate();
+    let store = Arc::new(SqliteStore::open(&db_url(&dir), key.clone()).await.unwrap());
     let mut taken = org("taken");
     taken.domains = vec![DomainName::parse("taken.example.com").unwrap()];
     create(&store, &taken).await.unwrap();
@@ -258,7 +260,8 @@ async fn a_refused_write_in_a_batch_does_not_fail_its_neighbours() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_writes_are_all_acknowledged_and_all_present_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&db_url(&dir)).await.unwrap());
+    let key = SecretsKey::generate();
+    let store = Arc::new(SqliteStore::open(&db_url(&dir), key.clone()).await.unwrap());
     // Half with domains, half without: the in-place path must recognise both lists.
     let orgs: Vec<Organization> = (0..20)
         .map(|i| {
@@ -314,7 +317,7 @@ async fn many_concurrent_writes_are_all_acknowledged_and_all_present_after_reope
     );
     drop(store);
 
-    let reopened = SqliteStore::open(&db_url(&dir)).await.unwrap();
+    let reopened = SqliteStore::open(&db_url(&dir), key).await.unwrap();
     for o in &orgs {
         let stored = reopened
             .find_org(&OrgLookup::Id(o.id))

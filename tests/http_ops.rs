@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 
 use common::process::ServeProcess;
 use common::{TestApp, TestResponse};
+use orgd::config::StoreConfig;
+use orgd::domain::ids::WebhookId;
+use orgd::domain::secrets_key::SecretsKey;
+use orgd::{server, store};
 
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
@@ -559,6 +563,281 @@ async fn key_secrets_are_stored_only_as_hashes() {
         !contains(app.admin.as_bytes()),
         "the bootstrap key is stored in clear"
     );
+}
+
+/// The store configuration of `app`'s database and data dir (and so its secrets
+/// key file), for opening the same store again beside the running server.
+fn store_config_of(app: &TestApp) -> StoreConfig {
+    let database_url = app.pg_schema_name().map(|schema| {
+        let base = std::env::var("ORGD_TEST_DATABASE_URL").expect("on PostgreSQL");
+        common::pg_url_with_schema(&base, &schema).into()
+    });
+    StoreConfig {
+        data_dir: app.data_dir.path().to_path_buf(),
+        database_url,
+        database_pool_size: 2,
+        secrets_key: None,
+        secrets_key_file: None,
+    }
+}
+
+/// Creates an endpoint and rotates its secret; returns its id and the (old, new) secrets.
+async fn endpoint_with_rotated_secret(app: &TestApp) -> (String, String, String) {
+    let created = app
+        .post(
+            "/v1/webhooks",
+            &json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}),
+        )
+        .send(201)
+        .await
+        .body;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let rotated = app
+        .post(&format!("/v1/webhooks/{id}/rotate-secret"), &json!({}))
+        .send(200)
+        .await
+        .body;
+    let old = created["secret"].as_str().expect("secret").to_owned();
+    let new = rotated["secret"].as_str().expect("secret").to_owned();
+    assert_ne!(old, new);
+    (id, old, new)
+}
+
+fn key_file_of(app: &TestApp) -> SecretsKey {
+    let path = orgd::secrets_key_file::default_path(app.data_dir.path());
+    let text = std::fs::read_to_string(&path).expect("the data dir holds secrets.key");
+    SecretsKey::parse(&text).expect("secrets.key holds a key")
+}
+
+#[tokio::test]
+async fn a_start_with_another_secrets_key_is_refused_and_the_same_key_reads_the_same_secrets() {
+    let app = TestApp::spawn_with(|s| s.webhooks_allow_private = true).await;
+    let (id, old, new) = endpoint_with_rotated_secret(&app).await;
+    let ours = key_file_of(&app);
+
+    let other = SecretsKey::generate();
+    let mut config = store_config_of(&app);
+    config.secrets_key = Some(other.to_base64().into());
+    let refused = match server::open_store(&config).await {
+        Ok(_) => panic!("a store with another secrets key opened"),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(refused.contains(ours.key_id()), "{refused}");
+    assert!(refused.contains(other.key_id()), "{refused}");
+    assert!(refused.contains("same ORGD_SECRETS_KEY"), "{refused}");
+
+    // The data dir's key (no setting), and the same key given explicitly, both read
+    // back exactly the secrets the API handed out.
+    let mut same = store_config_of(&app);
+    for explicit in [false, true] {
+        if explicit {
+            same.secrets_key = Some(ours.to_base64().into());
+        }
+        let store = server::open_store(&same).await.expect("the same key opens");
+        let endpoint = store
+            .find_webhook(&WebhookId::parse(&id).unwrap())
+            .await
+            .expect("the endpoint decodes")
+            .expect("the endpoint exists");
+        assert_eq!(endpoint.secret.expose(), new);
+        assert_eq!(
+            endpoint.previous_secret.as_ref().map(|s| s.expose()),
+            Some(old.as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn after_losing_the_secrets_key_a_reset_gives_unreadable_endpoints_new_secrets() {
+    let app = TestApp::spawn_with(|s| s.webhooks_allow_private = true).await;
+    let (id, _, new) = endpoint_with_rotated_secret(&app).await;
+    let config = store_config_of(&app);
+    let lost = key_file_of(&app);
+    let replacement = SecretsKey::generate();
+
+    let reset = store::reset_unreadable_webhook_secrets(&config.url(), replacement.clone())
+        .await
+        .expect("the reset runs");
+    assert_eq!(reset, vec![id.clone()]);
+    // Nothing is left to reset, and the new key now opens the store.
+    let again = store::reset_unreadable_webhook_secrets(&config.url(), replacement.clone())
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    let mut with_replacement = config.clone();
+    with_replacement.secrets_key = Some(replacement.to_base64().into());
+    let store = server::open_store(&with_replacement).await.expect("opens");
+    let endpoint = store
+        .find_webhook(&WebhookId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        endpoint.secret.expose(),
+        new,
+        "the unreadable secret is replaced"
+    );
+    assert!(endpoint.previous_secret.is_none());
+    // The lost key, were it found again, is now the one refused.
+    let mut with_lost = config;
+    with_lost.secrets_key = Some(lost.to_base64().into());
+    assert!(server::open_store(&with_lost).await.is_err());
+}
+
+/// Runs one statement on `app`'s database, outside orgd.
+async fn execute_sql(app: &TestApp, sql: &str) {
+    use sqlx::Connection;
+    let config = store_config_of(app);
+    if app.on_postgres() {
+        let mut conn = sqlx::PgConnection::connect(&config.url()).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&config.url())
+            .await
+            .unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn secrets_stored_in_clear_by_an_earlier_version_are_sealed_at_the_next_start() {
+    let app = TestApp::spawn_with(|s| s.webhooks_allow_private = true).await;
+    let (id, old, new) = endpoint_with_rotated_secret(&app).await;
+    // What versions before sealing wrote: the secrets themselves.
+    execute_sql(
+        &app,
+        &format!(
+            "UPDATE webhook_endpoints SET secret = '{new}', previous_secret = '{old}' \
+             WHERE id = '{id}'"
+        ),
+    )
+    .await;
+    // Readable as they are until then.
+    let webhook_id = WebhookId::parse(&id).unwrap();
+    let before = app
+        .store()
+        .find_webhook(&webhook_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.secret.expose(), new);
+
+    let store = server::open_store(&store_config_of(&app)).await.unwrap();
+    let after = store.find_webhook(&webhook_id).await.unwrap().unwrap();
+    assert_eq!(after.secret.expose(), new);
+    assert_eq!(
+        after.previous_secret.as_ref().map(|s| s.expose()),
+        Some(old.as_str())
+    );
+    let listed = app.get(&format!("/v1/webhooks/{id}")).send(200).await;
+    assert_eq!(listed.body["id"], id.as_str());
+    // The rows hold sealed values now: the running server still reads them (same key).
+    let mut config = store_config_of(&app);
+    config.secrets_key = Some(SecretsKey::generate().to_base64().into());
+    assert!(
+        server::open_store(&config).await.is_err(),
+        "the resealed rows name the data dir's key"
+    );
+}
+
+#[tokio::test]
+async fn webhook_secrets_are_stored_only_sealed_and_never_logged() {
+    // Reads the SQLite files byte by byte, so it always runs on SQLite; a real
+    // process, so its log can be read too.
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let admin = "orgd_sealing-test-admin-key-0123456789";
+    let mut serve = ServeProcess::start_with(
+        data.path(),
+        logs.path(),
+        &[
+            ("ORGD_BOOTSTRAP_KEY", admin),
+            ("ORGD_WEBHOOKS_ALLOW_PRIVATE", "true"),
+            ("ORGD_LOG", "debug"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        client
+            .post(format!("{}{path}", serve.base))
+            .bearer_auth(admin)
+            .json(&body)
+            .send()
+    };
+    let created: Value = post(
+        "/v1/webhooks".into(),
+        json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let id = created["id"].as_str().expect("id").to_owned();
+    let first = created["secret"].as_str().expect("secret").to_owned();
+    let rotated: Value = post(format!("/v1/webhooks/{id}/rotate-secret"), json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = rotated["secret"].as_str().expect("secret").to_owned();
+    // An event, so the fan-out reads (and opens) the endpoint too.
+    let org = post("/v1/organizations".into(), json!({"name": "Sealed"}))
+        .await
+        .unwrap();
+    assert_eq!(org.status().as_u16(), 201);
+
+    let key_file = orgd::secrets_key_file::default_path(data.path());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file)
+            .expect("secrets.key exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the secrets key file is owner-only");
+    }
+
+    let db = data.path().join("orgd.db");
+    let mut stored = read_if_exists(&db);
+    stored.extend(read_if_exists(&db.with_file_name("orgd.db-wal")));
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    // The check looks at the right bytes: the endpoint's row is there...
+    assert!(
+        contains(&stored, id.as_bytes()),
+        "the endpoint's id is not in the database files"
+    );
+    // ...but neither secret is, whole or as its base64 part.
+    for secret in [&first, &second] {
+        assert!(secret.starts_with("whsec_"));
+        assert!(
+            !contains(&stored, secret.as_bytes()),
+            "a webhook secret is stored in clear"
+        );
+        assert!(
+            !contains(&stored, &secret.as_bytes()["whsec_".len()..]),
+            "a webhook secret's key is stored in clear"
+        );
+    }
+
+    assert!(serve.terminate(Duration::from_secs(10)).success());
+    let log = serve.log();
+    assert!(
+        log.contains("secrets.key"),
+        "the log names the new secrets key file:\n{log}"
+    );
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    for secret in [first.as_str(), second.as_str(), key.trim()] {
+        assert!(!log.contains(secret), "the log contains a secret");
+    }
+    for secret in [&first, &second] {
+        assert!(
+            !log.contains(&secret["whsec_".len()..]),
+            "the log contains a secret"
+        );
+    }
 }
 
 // ---- a real `orgd serve` process ------------------------------------------------

@@ -89,6 +89,8 @@ async fn a_lost_database_gives_fast_503s_and_orgd_recovers_when_it_returns() {
         data_dir: data.path().to_path_buf(),
         database_url: Some(proxied.into()),
         database_pool_size: 4,
+        secrets_key: None,
+        secrets_key_file: None,
     };
     let mut serve = ServeConfig::local();
     serve.bootstrap_key = Some(ADMIN_KEY.into());

@@ -16,5 +16,6 @@ pub mod members;
 pub mod org;
 pub mod patch;
 pub mod problems;
+pub mod secrets_key;
 pub mod time;
 pub mod webhook;

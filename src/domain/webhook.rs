@@ -173,7 +173,8 @@ impl EventTypes {
 // ---- signing ----
 
 /// An endpoint's signing secret: `whsec_` + base64 of 32 random bytes. The server
-/// keeps it (it signs with it), so it is redacted from `Debug` and never logged.
+/// keeps it (it signs with it), so it is redacted from `Debug`, never logged, and
+/// stored only sealed under the secrets key (store/sealed_secrets.rs).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningSecret {
     text: String,

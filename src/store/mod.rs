@@ -9,9 +9,12 @@
 pub mod outbox;
 pub mod postgres;
 mod postgres_outbox;
+mod sealed_secrets;
 pub mod sqlite;
 mod sqlite_outbox;
 pub mod sqlite_writer;
+
+pub use sealed_secrets::KeyMismatch;
 
 use std::sync::Arc;
 
@@ -25,6 +28,7 @@ use crate::domain::hierarchy::HierarchyError;
 use crate::domain::ids::{KeyId, OrgId};
 use crate::domain::members::{MemberRuleError, Membership, UserId};
 use crate::domain::org::Organization;
+use crate::domain::secrets_key::SecretsKey;
 
 /// How a request names an organization: `org_…` or its slug (slugs never hold `_`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,14 +284,47 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
 pub type SharedStore = Arc<dyn Store>;
 
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`) and applies
-/// pending migrations. `pool_size` bounds PostgreSQL connections.
-pub async fn open(database_url: &str, pool_size: u32) -> anyhow::Result<SharedStore> {
-    if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
-    } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+/// pending migrations. `pool_size` bounds PostgreSQL connections; `secrets_key`
+/// seals webhook signing secrets, and opening fails with [`KeyMismatch`] when the
+/// stored ones are sealed with another key.
+pub async fn open(
+    database_url: &str,
+    pool_size: u32,
+    secrets_key: SecretsKey,
+) -> anyhow::Result<SharedStore> {
+    if is_sqlite(database_url)? {
         Ok(Arc::new(
-            postgres::PgStore::open(database_url, pool_size).await?,
+            sqlite::SqliteStore::open(database_url, secrets_key).await?,
         ))
+    } else {
+        Ok(Arc::new(
+            postgres::PgStore::open(database_url, pool_size, secrets_key).await?,
+        ))
+    }
+}
+
+/// After the key that sealed the webhook secrets was lost: gives each endpoint
+/// whose secret `secrets_key` cannot open a new random secret sealed with it, so
+/// orgd starts with that key again. Returns the endpoints changed; each needs its
+/// secret rotated through the API and handed to its receiver.
+pub async fn reset_unreadable_webhook_secrets(
+    database_url: &str,
+    secrets_key: SecretsKey,
+) -> anyhow::Result<Vec<String>> {
+    if is_sqlite(database_url)? {
+        let store = sqlite::SqliteStore::connect(database_url, secrets_key).await?;
+        store.replace_unreadable_secrets().await
+    } else {
+        let store = postgres::PgStore::connect(database_url, 1, secrets_key).await?;
+        store.replace_unreadable_secrets().await
+    }
+}
+
+fn is_sqlite(database_url: &str) -> anyhow::Result<bool> {
+    if database_url.starts_with("sqlite:") {
+        Ok(true)
+    } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        Ok(false)
     } else {
         anyhow::bail!("ORGD_DATABASE_URL must start with sqlite:// or postgres://")
     }

@@ -27,6 +27,7 @@ use crate::domain::hierarchy::{self, MAX_DEPTH};
 use crate::domain::ids::{KeyId, OrgId};
 use crate::domain::members::{self, Membership, UserId};
 use crate::domain::org::Organization;
+use crate::domain::secrets_key::SecretsKey;
 use crate::domain::time;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -38,10 +39,25 @@ const TX_ATTEMPTS: usize = 8;
 
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
+    pub(super) secrets_key: SecretsKey,
 }
 
 impl PgStore {
-    pub async fn open(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+    /// Connects, migrates, refuses a secrets key other than the one the stored
+    /// secrets are sealed with, and seals secrets older versions stored in clear.
+    pub async fn open(url: &str, pool_size: u32, secrets_key: SecretsKey) -> anyhow::Result<Self> {
+        let store = Self::connect(url, pool_size, secrets_key).await?;
+        store.adopt_secrets_key().await?;
+        Ok(store)
+    }
+
+    /// Connects and migrates, without looking at the stored secrets.
+    pub(super) async fn connect(
+        url: &str,
+        pool_size: u32,
+        secrets_key: SecretsKey,
+    ) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
             .context("invalid PostgreSQL URL")?
@@ -60,7 +76,7 @@ impl PgStore {
             .run(&pool)
             .await
             .context("cannot apply PostgreSQL migrations")?;
-        Ok(Self { pool })
+        Ok(Self { pool, secrets_key })
     }
 }
 

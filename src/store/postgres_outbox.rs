@@ -16,17 +16,15 @@ use super::outbox::{
 use super::postgres::{
     ancestry, db_error, encode, json_error, millis, parse_id, PgStore, WALK_LIMIT,
 };
+use super::sealed_secrets::{self, PREVIOUS_SECRET, SECRET};
 use super::{StoreError, StoreResult};
 use crate::domain::ids::{DeliveryId, EventId, OrgId, WebhookId};
+use crate::domain::secrets_key::SecretsKey;
 use crate::domain::time;
-use crate::domain::webhook::{Endpoint, EventTypes, SigningSecret, WebhookUrl};
+use crate::domain::webhook::{Endpoint, EventTypes, WebhookUrl};
 
 fn other(err: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Other(err.into())
-}
-
-fn secret(text: &str) -> StoreResult<SigningSecret> {
-    SigningSecret::parse(text).ok_or_else(|| other(anyhow::anyhow!("stored secret is malformed")))
 }
 
 const ENDPOINT_COLUMNS: &str = "id, url, event_types::text AS event_types, org_id, description,
@@ -35,8 +33,9 @@ const ENDPOINT_COLUMNS: &str = "id, url, event_types::text AS event_types, org_i
     (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
     (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms";
 
-fn decode_endpoint(row: &PgRow) -> StoreResult<Endpoint> {
+fn decode_endpoint(key: &SecretsKey, row: &PgRow) -> StoreResult<Endpoint> {
     let id: String = row.get("id");
+    let secret: String = row.get("secret");
     let url: String = row.get("url");
     let event_types: String = row.get("event_types");
     let org_id: Option<String> = row.get("org_id");
@@ -51,8 +50,11 @@ fn decode_endpoint(row: &PgRow) -> StoreResult<Endpoint> {
         ),
         org_id: org_id.map(|o| parse_id(OrgId::parse(&o))).transpose()?,
         description: row.get("description"),
-        secret: secret(row.get("secret"))?,
-        previous_secret: previous.as_deref().map(secret).transpose()?,
+        secret: sealed_secrets::open(key, &id, SECRET, &secret)?,
+        previous_secret: previous
+            .as_deref()
+            .map(|p| sealed_secrets::open(key, &id, PREVIOUS_SECRET, p))
+            .transpose()?,
         previous_expires_at: previous_ms.map(millis).transpose()?,
         status: status_from_db(&status),
         created_at: millis(row.get("created_ms"))?,
@@ -158,19 +160,29 @@ impl OutboxStore for PgStore {
     }
 
     async fn insert_webhook(&self, e: &Endpoint) -> StoreResult<()> {
+        let id = e.id.to_string();
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, url, event_types, org_id, description, secret,
                  previous_secret, previous_expires_at, status, created_at, updated_at)
              VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::timestamptz, $9, $10::timestamptz,
                      $11::timestamptz)",
         )
-        .bind(e.id.to_string())
+        .bind(&id)
         .bind(e.url.as_str())
         .bind(encode(&e.event_types.as_slice())?)
         .bind(e.org_id.map(|o| o.to_string()))
         .bind(&e.description)
-        .bind(e.secret.expose())
-        .bind(e.previous_secret.as_ref().map(|s| s.expose().to_owned()))
+        .bind(sealed_secrets::seal(
+            &self.secrets_key,
+            &id,
+            SECRET,
+            &e.secret,
+        ))
+        .bind(
+            e.previous_secret
+                .as_ref()
+                .map(|s| sealed_secrets::seal(&self.secrets_key, &id, PREVIOUS_SECRET, s)),
+        )
         .bind(e.previous_expires_at.map(time::format))
         .bind(e.status.as_str())
         .bind(time::format(e.created_at))
@@ -189,7 +201,9 @@ impl OutboxStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        row.as_ref().map(decode_endpoint).transpose()
+        row.as_ref()
+            .map(|r| decode_endpoint(&self.secrets_key, r))
+            .transpose()
     }
 
     async fn list_webhooks(
@@ -205,10 +219,13 @@ impl OutboxStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.iter().map(decode_endpoint).collect()
+        rows.iter()
+            .map(|r| decode_endpoint(&self.secrets_key, r))
+            .collect()
     }
 
     async fn update_webhook(&self, e: &Endpoint) -> StoreResult<bool> {
+        let id = e.id.to_string();
         let done = sqlx::query(
             "UPDATE webhook_endpoints
                 SET url = $2, event_types = $3::jsonb, org_id = $4, description = $5, secret = $6,
@@ -216,13 +233,22 @@ impl OutboxStore for PgStore {
                     updated_at = $9::timestamptz
               WHERE id = $1",
         )
-        .bind(e.id.to_string())
+        .bind(&id)
         .bind(e.url.as_str())
         .bind(encode(&e.event_types.as_slice())?)
         .bind(e.org_id.map(|o| o.to_string()))
         .bind(&e.description)
-        .bind(e.secret.expose())
-        .bind(e.previous_secret.as_ref().map(|s| s.expose().to_owned()))
+        .bind(sealed_secrets::seal(
+            &self.secrets_key,
+            &id,
+            SECRET,
+            &e.secret,
+        ))
+        .bind(
+            e.previous_secret
+                .as_ref()
+                .map(|s| sealed_secrets::seal(&self.secrets_key, &id, PREVIOUS_SECRET, s)),
+        )
         .bind(e.previous_expires_at.map(time::format))
         .bind(time::format(e.updated_at))
         .execute(&self.pool)
@@ -289,7 +315,7 @@ impl OutboxStore for PgStore {
             .await
             .map_err(db_error)?
             .iter()
-            .map(decode_endpoint)
+            .map(|r| decode_endpoint(&self.secrets_key, r))
             .collect::<StoreResult<Vec<_>>>()?;
         let needs_lineage = endpoints.iter().any(|e| e.org_id.is_some());
         let (mut endpoint_ids, mut org_ids, mut event_ids) = (Vec::new(), Vec::new(), Vec::new());
@@ -523,5 +549,82 @@ impl OutboxStore for PgStore {
         .await
         .map_err(db_error)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// What the secrets key needs at open and on reset (store/sealed_secrets.rs).
+impl PgStore {
+    /// Refuses this process's secrets key if the stored secrets are sealed with
+    /// another, then seals any secret a version before sealing stored in clear, so
+    /// the database holds none after the first start of this version.
+    pub(super) async fn adopt_secrets_key(&self) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // Locking the clear rows first makes processes that start together take
+        // turns: the second waits here, then finds the rows sealed (READ COMMITTED
+        // re-reads them), and its check below sees the first one's key.
+        let legacy: Vec<(String, String, Option<String>)> =
+            sqlx::query_as(&format!("{} FOR UPDATE", sealed_secrets::LEGACY_ROWS))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let sample = sqlx::query_as(sealed_secrets::ONE_SEALED)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sealed_secrets::check_key(&self.secrets_key, sample)?;
+        for (id, secret, previous) in &legacy {
+            let (secret, previous) =
+                sealed_secrets::reseal_legacy(&self.secrets_key, id, secret, previous.as_deref())?;
+            sqlx::query(
+                "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(secret)
+            .bind(previous)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        if !legacy.is_empty() {
+            tracing::info!(
+                endpoints = legacy.len(),
+                secrets_key.id = self.secrets_key.key_id(),
+                "sealed the webhook secrets an earlier version stored in clear"
+            );
+        }
+        Ok(())
+    }
+
+    /// Gives every endpoint whose secret this key cannot open a new random secret
+    /// (and drops its unreadable previous one), in one transaction; returns their ids.
+    pub(super) async fn replace_unreadable_secrets(&self) -> anyhow::Result<Vec<String>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, secret FROM webhook_endpoints ORDER BY id FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let mut replaced = Vec::new();
+        for (id, secret) in rows {
+            let Some(fresh) =
+                sealed_secrets::replacement_if_unreadable(&self.secrets_key, &id, &secret)
+            else {
+                continue;
+            };
+            sqlx::query(
+                "UPDATE webhook_endpoints
+                    SET secret = $2, previous_secret = NULL, previous_expires_at = NULL
+                  WHERE id = $1",
+            )
+            .bind(&id)
+            .bind(fresh)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            replaced.push(id);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(replaced)
     }
 }

@@ -28,6 +28,7 @@ use crate::domain::hierarchy::{self, MAX_DEPTH};
 use crate::domain::ids::{KeyId, OrgId};
 use crate::domain::members::{self, Membership, UserId};
 use crate::domain::org::Organization;
+use crate::domain::secrets_key::SecretsKey;
 use crate::domain::time;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -41,10 +42,21 @@ pub struct SqliteStore {
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
     group_commit: GroupCommit,
+    /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
+    pub(super) secrets_key: SecretsKey,
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
+    /// Connects, migrates, refuses a secrets key other than the one the stored
+    /// secrets are sealed with, and seals secrets older versions stored in clear.
+    pub async fn open(url: &str, secrets_key: SecretsKey) -> anyhow::Result<Self> {
+        let store = Self::connect(url, secrets_key).await?;
+        store.adopt_secrets_key().await?;
+        Ok(store)
+    }
+
+    /// Connects and migrates, without looking at the stored secrets.
+    pub(super) async fn connect(url: &str, secrets_key: SecretsKey) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "invalid SQLite URL")?
             .create_if_missing(true)
@@ -72,6 +84,7 @@ impl SqliteStore {
             group_commit: GroupCommit::start(writer.clone()),
             writer,
             reader,
+            secrets_key,
         })
     }
 

@@ -11,13 +11,15 @@ use super::outbox::{
     route, status_from_db, ClaimedMessage, Consumer, DeliveryAttempt, FeedEvent, MessageFate,
     OutboxStore,
 };
+use super::sealed_secrets::{self, PREVIOUS_SECRET, SECRET};
 use super::sqlite::{
     ancestry, begin_immediate, db_error, encode, json_error, SqliteStore, WALK_LIMIT,
 };
 use super::{StoreError, StoreResult};
 use crate::domain::ids::{DeliveryId, EventId, OrgId, WebhookId};
+use crate::domain::secrets_key::SecretsKey;
 use crate::domain::time;
-use crate::domain::webhook::{Endpoint, EventTypes, SigningSecret, WebhookUrl};
+use crate::domain::webhook::{Endpoint, EventTypes, WebhookUrl};
 
 fn other(err: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Other(err.into())
@@ -27,12 +29,9 @@ fn parse_ts(text: &str) -> StoreResult<Timestamp> {
     text.parse::<Timestamp>().map_err(other)
 }
 
-fn secret(text: &str) -> StoreResult<SigningSecret> {
-    SigningSecret::parse(text).ok_or_else(|| other(anyhow::anyhow!("stored secret is malformed")))
-}
-
-fn decode_endpoint(row: &SqliteRow) -> StoreResult<Endpoint> {
+fn decode_endpoint(key: &SecretsKey, row: &SqliteRow) -> StoreResult<Endpoint> {
     let id: String = row.get("id");
+    let secret: String = row.get("secret");
     let url: String = row.get("url");
     let event_types: String = row.get("event_types");
     let org_id: Option<String> = row.get("org_id");
@@ -50,8 +49,11 @@ fn decode_endpoint(row: &SqliteRow) -> StoreResult<Endpoint> {
             .transpose()
             .map_err(other)?,
         description: row.get("description"),
-        secret: secret(row.get("secret"))?,
-        previous_secret: previous.as_deref().map(secret).transpose()?,
+        secret: sealed_secrets::open(key, &id, SECRET, &secret)?,
+        previous_secret: previous
+            .as_deref()
+            .map(|p| sealed_secrets::open(key, &id, PREVIOUS_SECRET, p))
+            .transpose()?,
         previous_expires_at: previous_expires_at.as_deref().map(parse_ts).transpose()?,
         status: status_from_db(&status),
         created_at: parse_ts(row.get("created_at"))?,
@@ -124,18 +126,28 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn insert_webhook(&self, e: &Endpoint) -> StoreResult<()> {
+        let id = e.id.to_string();
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, url, event_types, org_id, description, secret,
                  previous_secret, previous_expires_at, status, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
-        .bind(e.id.to_string())
+        .bind(&id)
         .bind(e.url.as_str())
         .bind(encode(&e.event_types.as_slice())?)
         .bind(e.org_id.map(|o| o.to_string()))
         .bind(&e.description)
-        .bind(e.secret.expose())
-        .bind(e.previous_secret.as_ref().map(|s| s.expose().to_owned()))
+        .bind(sealed_secrets::seal(
+            &self.secrets_key,
+            &id,
+            SECRET,
+            &e.secret,
+        ))
+        .bind(
+            e.previous_secret
+                .as_ref()
+                .map(|s| sealed_secrets::seal(&self.secrets_key, &id, PREVIOUS_SECRET, s)),
+        )
         .bind(e.previous_expires_at.map(time::format))
         .bind(e.status.as_str())
         .bind(time::format(e.created_at))
@@ -152,7 +164,9 @@ impl OutboxStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(db_error)?;
-        row.as_ref().map(decode_endpoint).transpose()
+        row.as_ref()
+            .map(|r| decode_endpoint(&self.secrets_key, r))
+            .transpose()
     }
 
     async fn list_webhooks(
@@ -167,23 +181,35 @@ impl OutboxStore for SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(db_error)?;
-        rows.iter().map(decode_endpoint).collect()
+        rows.iter()
+            .map(|r| decode_endpoint(&self.secrets_key, r))
+            .collect()
     }
 
     async fn update_webhook(&self, e: &Endpoint) -> StoreResult<bool> {
+        let id = e.id.to_string();
         let done = sqlx::query(
             "UPDATE webhook_endpoints
                 SET url = ?2, event_types = ?3, org_id = ?4, description = ?5, secret = ?6,
                     previous_secret = ?7, previous_expires_at = ?8, updated_at = ?9
               WHERE id = ?1",
         )
-        .bind(e.id.to_string())
+        .bind(&id)
         .bind(e.url.as_str())
         .bind(encode(&e.event_types.as_slice())?)
         .bind(e.org_id.map(|o| o.to_string()))
         .bind(&e.description)
-        .bind(e.secret.expose())
-        .bind(e.previous_secret.as_ref().map(|s| s.expose().to_owned()))
+        .bind(sealed_secrets::seal(
+            &self.secrets_key,
+            &id,
+            SECRET,
+            &e.secret,
+        ))
+        .bind(
+            e.previous_secret
+                .as_ref()
+                .map(|s| sealed_secrets::seal(&self.secrets_key, &id, PREVIOUS_SECRET, s)),
+        )
         .bind(e.previous_expires_at.map(time::format))
         .bind(time::format(e.updated_at))
         .execute(&self.writer)
@@ -258,7 +284,7 @@ impl OutboxStore for SqliteStore {
             .await
             .map_err(db_error)?
             .iter()
-            .map(decode_endpoint)
+            .map(|r| decode_endpoint(&self.secrets_key, r))
             .collect::<StoreResult<Vec<_>>>()?;
         let needs_lineage = endpoints.iter().any(|e| e.org_id.is_some());
         for row in &events {
@@ -495,5 +521,93 @@ impl OutboxStore for SqliteStore {
         .await
         .map_err(db_error)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// What the secrets key needs at open and on reset (store/sealed_secrets.rs).
+impl SqliteStore {
+    /// Refuses this process's secrets key if the stored secrets are sealed with
+    /// another, then seals any secret a version before sealing stored in clear, so
+    /// the database holds none after the first start of this version.
+    pub(super) async fn adopt_secrets_key(&self) -> anyhow::Result<()> {
+        // Look through a reader first, so a start with nothing to seal (every start
+        // but the first after an upgrade) does not take the write lock.
+        let sample = sqlx::query_as(sealed_secrets::ONE_SEALED)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error)?;
+        sealed_secrets::check_key(&self.secrets_key, sample)?;
+        let legacy: Vec<(String, String, Option<String>)> =
+            sqlx::query_as(sealed_secrets::LEGACY_ROWS)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_error)?;
+        if legacy.is_empty() {
+            return Ok(());
+        }
+        let mut tx = begin_immediate(&self.writer).await?;
+        // Again under the write lock: another process may have sealed meanwhile.
+        let sample = sqlx::query_as(sealed_secrets::ONE_SEALED)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sealed_secrets::check_key(&self.secrets_key, sample)?;
+        let legacy: Vec<(String, String, Option<String>)> =
+            sqlx::query_as(sealed_secrets::LEGACY_ROWS)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        for (id, secret, previous) in &legacy {
+            let (secret, previous) =
+                sealed_secrets::reseal_legacy(&self.secrets_key, id, secret, previous.as_deref())?;
+            sqlx::query(
+                "UPDATE webhook_endpoints SET secret = ?2, previous_secret = ?3 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(secret)
+            .bind(previous)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        tracing::info!(
+            endpoints = legacy.len(),
+            secrets_key.id = self.secrets_key.key_id(),
+            "sealed the webhook secrets an earlier version stored in clear"
+        );
+        Ok(())
+    }
+
+    /// Gives every endpoint whose secret this key cannot open a new random secret
+    /// (and drops its unreadable previous one), in one transaction; returns their ids.
+    pub(super) async fn replace_unreadable_secrets(&self) -> anyhow::Result<Vec<String>> {
+        let mut tx = begin_immediate(&self.writer).await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, secret FROM webhook_endpoints ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        let mut replaced = Vec::new();
+        for (id, secret) in rows {
+            let Some(fresh) =
+                sealed_secrets::replacement_if_unreadable(&self.secrets_key, &id, &secret)
+            else {
+                continue;
+            };
+            sqlx::query(
+                "UPDATE webhook_endpoints
+                    SET secret = ?2, previous_secret = NULL, previous_expires_at = NULL
+                  WHERE id = ?1",
+            )
+            .bind(&id)
+            .bind(fresh)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            replaced.push(id);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(replaced)
     }
 }

@@ -396,6 +396,8 @@ impl TestApp {
             data_dir: data_dir.path().to_path_buf(),
             database_url: database_url.map(Into::into),
             database_pool_size: 4,
+            secrets_key: None,
+            secrets_key_file: None,
         };
         let mut serve = ServeConfig::local();
         serve.bootstrap_key = Some(ADMIN_KEY.into());
