@@ -29,6 +29,9 @@ fuzz_target!(|data: &[u8]| {
     // Whatever a client sends as a position round-trips through a cursor.
     let cursor = encode(CursorKind::Organizations, text);
     if cursor.len() <= 512 {
-        assert_eq!(decode(CursorKind::Organizations, &cursor).as_deref(), Some(text));
+        assert_eq!(
+            decode(CursorKind::Organizations, &cursor).as_deref(),
+            Some(text)
+        );
     }
 });

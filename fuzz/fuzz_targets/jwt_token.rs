@@ -52,7 +52,10 @@ fn hs256_token(header: &[u8], claims: &[u8]) -> String {
     );
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
     mac.update(input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -85,7 +88,9 @@ fuzz_target!(|data: &[u8]| {
             .as_array()
             .is_some_and(|a| a.iter().any(|v| v == AUDIENCE));
     assert!(aud_ok, "accepted audience {}", claims["aud"]);
-    let exp = claims["exp"].as_u64().expect("an accepted exp is a NumericDate");
+    let exp = claims["exp"]
+        .as_u64()
+        .expect("an accepted exp is a NumericDate");
     let now = jiff::Timestamp::now().as_second() as u64;
     assert!(exp + 120 >= now, "accepted an expired token (exp {exp})");
 });

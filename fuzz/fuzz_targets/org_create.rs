@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(parsed.errors.is_empty());
     assert_eq!(org.version, 1);
-    assert_eq!(Slug::parse(org.slug.as_str()).ok().as_ref(), Some(&org.slug));
+    assert_eq!(
+        Slug::parse(org.slug.as_str()).ok().as_ref(),
+        Some(&org.slug)
+    );
     let doc = serde_json::to_string(&org).expect("serializes");
     let back: Organization = serde_json::from_str(&doc).expect("reads back");
     assert_eq!(back, org);

@@ -27,7 +27,9 @@ fn current() -> &'static Organization {
             "time_zone": "Europe/Paris",
             "metadata": {"tier": "gold", "nested": {"a": 1, "b": [1, 2]}}
         });
-        let Value::Object(body) = body else { unreachable!() };
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
         let parsed = patch::parse_create(&body);
         let id = OrgId::parse("org_01jd8c0v7qf3x9y2k5m6n8p4rs").expect("a valid id");
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().expect("a timestamp");
