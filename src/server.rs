@@ -18,6 +18,7 @@ use crate::auth::rate_limit::{self, PrincipalLimiter};
 use crate::auth::Authenticator;
 use crate::config::{ServeConfig, StoreConfig};
 use crate::events;
+use crate::http::first_bytes::FirstBytesDeadline;
 use crate::http::{self, AppState};
 use crate::keys;
 use crate::secrets_key_file;
@@ -174,7 +175,8 @@ pub async fn start(
     })
 }
 
-/// A client gets this long to send its request headers (slowloris defence).
+/// A client gets this long to send its request headers (slowloris defence); a new
+/// connection gets as long to send the bytes that choose its protocol.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -212,6 +214,7 @@ async fn serve_connections(
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
+        let stream = FirstBytesDeadline::new(stream, HEADER_READ_TIMEOUT);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

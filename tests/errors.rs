@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{TestApp, TestResponse};
+use common::process::ServeProcess;
+use common::{SharedDatabase, TestApp, TestResponse, ADMIN_KEY};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -869,6 +870,164 @@ async fn a_malformed_idempotency_key_is_400_invalid_header() {
     assert_eq!(
         app.get("/v1/organizations").send(200).await.body["items"],
         json!([])
+    );
+}
+
+// ---- 500 internal ---------------------------------------------------------------------------
+
+/// Overwrites an organization's stored document, behind orgd's back, with JSON of
+/// the wrong shape, as a botched hand edit or migration might: reading that
+/// organization can then only fail, on either store, the way a real decode failure
+/// would.
+async fn corrupt_stored_org(database_url: &str, id: &str) {
+    use sqlx::Connection;
+    const WRONG_SHAPE: &str = r#"{"x": 1}"#;
+    let updated = if database_url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(database_url)
+            .await
+            .expect("the test schema is reachable");
+        sqlx::query("UPDATE organizations SET doc = $1::jsonb WHERE id = $2")
+            .bind(WRONG_SHAPE)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .expect("the row is updated")
+            .rows_affected()
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(database_url)
+            .await
+            .expect("the SQLite file opens");
+        sqlx::query("UPDATE organizations SET doc = ?1 WHERE id = ?2")
+            .bind(WRONG_SHAPE)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .expect("the row is updated")
+            .rows_affected()
+    };
+    assert_eq!(updated, 1, "the organization's row exists");
+}
+
+/// An internal error's body says only that something failed: nothing about the
+/// store, its tables or SQL, the data on disk or the code.
+fn assert_leaks_nothing(response: &TestResponse, data_dir: &std::path::Path) {
+    assert_eq!(
+        response.body["detail"], "internal error",
+        "{}",
+        response.text
+    );
+    let text = response.text.to_ascii_lowercase();
+    let data_dir = data_dir.to_string_lossy().to_ascii_lowercase();
+    for secret in [
+        "organizations",
+        "doc",
+        "select",
+        "update",
+        "sqlite",
+        "postgres",
+        "sqlx",
+        "serde",
+        "decode",
+        "missing field",
+        "column",
+        "/tmp",
+        ".rs",
+        "orgd.db",
+        data_dir.as_str(),
+    ] {
+        assert!(!text.contains(secret), "the body names `{secret}`: {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_unexpected_store_failure_is_500_internal_and_leaks_nothing() {
+    let app = TestApp::spawn().await;
+    let broken = app.org_named("Broken").await;
+    let healthy = app.org_named("Healthy").await;
+    corrupt_stored_org(&app.database_url(), &broken).await;
+
+    let response = app
+        .get(&at(&broken))
+        .header("x-request-id", "internal-probe-get")
+        .send(500)
+        .await;
+    assert_problem(&response, 500, "internal");
+    assert_eq!(response.body["request_id"], "internal-probe-get");
+    assert_leaks_nothing(&response, app.data_dir.path());
+    // The write path reads the stored document first: the same answer, nothing written.
+    let response = app
+        .patch(&at(&broken), &json!({"name": "Fixed"}))
+        .send(500)
+        .await;
+    assert_problem(&response, 500, "internal");
+    assert_leaks_nothing(&response, app.data_dir.path());
+
+    // One bad row breaks only itself: the server and every other organization are fine.
+    app.get("/healthz").send(200).await;
+    app.get("/readyz").send(200).await;
+    assert_eq!(
+        app.get(&at(&healthy)).send(200).await.body["name"],
+        "Healthy"
+    );
+    app.patch(&at(&healthy), &json!({"name": "Still healthy"}))
+        .send(200)
+        .await;
+    app.org_named("Created afterwards").await;
+    assert_problem(&app.get(&at(&broken)).send(500).await, 500, "internal");
+}
+
+/// The operator gets what the client does not: the cause, at error level, with the
+/// request id the client was given. Checked on the `orgd serve` binary's own log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_error_is_logged_with_its_cause_and_request_id() {
+    let db = SharedDatabase::new().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let logs = tempfile::tempdir().expect("temp dir");
+    let mut env = vec![("ORGD_BOOTSTRAP_KEY", ADMIN_KEY)];
+    if let Some(url) = &db.url {
+        env.push(("ORGD_DATABASE_URL", url.as_str()));
+    }
+    let server = ServeProcess::start_with(data.path(), logs.path(), &env).await;
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/v1/organizations", server.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "Logged"}))
+        .send()
+        .await
+        .expect("orgd answers")
+        .json()
+        .await
+        .expect("a JSON body");
+    let id = created["id"].as_str().expect("an id");
+    let database_url = db
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data.path().join("orgd.db").display()));
+    corrupt_stored_org(&database_url, id).await;
+
+    let response = client
+        .get(format!("{}{}", server.base, at(id)))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-request-id", "internal-probe-log")
+        .send()
+        .await
+        .expect("orgd answers");
+    assert_eq!(response.status().as_u16(), 500);
+
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("internal-probe-log") && line.contains("internal error"))
+        .unwrap_or_else(|| panic!("no log line for the failed request:\n{log}"));
+    assert!(line.contains(" ERROR "), "logged below error level: {line}");
+    assert!(
+        line.contains("request.id=internal-probe-log"),
+        "the request id is a plain field a log search finds: {line:?}"
+    );
+    assert!(
+        line.contains("stored JSON does not decode") && line.contains("missing field"),
+        "the log line carries the whole cause: {line}"
     );
 }
 

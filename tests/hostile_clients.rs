@@ -1,5 +1,6 @@
-//! Clients that misbehave on purpose: slow headers, slow bodies, huge heads, and a
-//! SIGTERM in the middle of load. None of it may produce a 5xx or hang orgd.
+//! Clients that misbehave on purpose: silent connections, slow headers, slow
+//! bodies, huge heads, and a SIGTERM in the middle of load. None of it may produce a
+//! 5xx or hang orgd. `tests/abuse_soak.rs` runs all of it at once, for a minute.
 
 mod common;
 
@@ -48,6 +49,27 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         "the connection stayed open {waited:?}"
     );
     // The server is still fine for everyone else.
+    app.get("/healthz").send(200).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_or_a_partial_preface_is_cut_off() {
+    let app = TestApp::spawn().await;
+    // Silent, and a prefix of the HTTP/2 preface: both leave the server waiting to
+    // choose a protocol, before HTTP/1's header timeout applies.
+    let mut silent = TcpStream::connect(addr(&app)).await.unwrap();
+    let mut partial = TcpStream::connect(addr(&app)).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let ((_, silent_for), (_, partial_for)) = tokio::join!(
+        read_until_closed(&mut silent, Duration::from_secs(30)),
+        read_until_closed(&mut partial, Duration::from_secs(30)),
+    );
+    for waited in [silent_for, partial_for] {
+        assert!(
+            waited < Duration::from_secs(20),
+            "the connection stayed open {waited:?}"
+        );
+    }
     app.get("/healthz").send(200).await;
 }
 

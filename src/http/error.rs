@@ -159,7 +159,9 @@ impl IntoResponse for ApiError {
         let (status, code, title) = self.meta();
         let request_id = current_request_id();
         if let ApiError::Internal(cause) = &self {
-            tracing::error!(request.id = %request_id, error = ?cause, "request failed with an internal error");
+            // `{:#}` is the whole cause chain on one line: a multi-line record would be
+            // split apart by line-based log shippers, and grep would miss the cause.
+            tracing::error!(request.id = %request_id, error = %format_args!("{cause:#}"), "request failed with an internal error");
         }
         let problem = Problem {
             problem_type: format!("urn:orgd:problem:{code}"),

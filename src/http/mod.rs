@@ -5,6 +5,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod feed;
+pub mod first_bytes;
 pub mod members;
 pub mod middleware;
 pub mod ops;

@@ -423,6 +423,18 @@ impl TestApp {
         self.pg_schema.is_some()
     }
 
+    /// A URL reaching this test's store directly, behind the server's back: the
+    /// SQLite file of the data dir, or the PostgreSQL schema.
+    pub fn database_url(&self) -> String {
+        match &self.pg_schema {
+            Some((url, schema)) => pg_url_with_schema(url, schema),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.path().join("orgd.db").display()
+            ),
+        }
+    }
+
     pub fn store(&self) -> &orgd::store::SharedStore {
         &self.server.as_ref().expect("server running").store
     }
