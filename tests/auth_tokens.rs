@@ -657,3 +657,41 @@ async fn a_configured_acr_value_satisfies_an_organization_that_requires_mfa() {
         .await;
     assert_eq!(response.code(), "mfa_required");
 }
+
+/// Found by the `jwt_token` fuzz target (fuzz/): a correctly signed token whose
+/// header carries an unknown member holding bytes that are not UTF-8. jsonwebtoken
+/// skips unknown header members without decoding them, so the token is accepted:
+/// the signature covers those bytes, and nothing orgd reads comes from them. The
+/// same header unsigned, or claiming `none`, is still refused.
+#[tokio::test]
+async fn a_signed_token_with_non_utf8_bytes_in_an_unknown_header_member_is_judged_by_its_signature()
+{
+    use hmac::{Hmac, Mac};
+    let app = TestApp::spawn_with_users().await;
+    let claims = serde_json::to_vec(&claims("alice")).unwrap();
+    let token = |header: &[u8], signed: bool| {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(&claims)
+        );
+        let signature = if signed {
+            let mut mac =
+                Hmac::<sha2::Sha256>::new_from_slice(common::JWT_SECRET.as_bytes()).unwrap();
+            mac.update(input.as_bytes());
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        } else {
+            String::new()
+        };
+        format!("{input}.{signature}")
+    };
+    // 0x9c alone is not UTF-8.
+    let odd = b"{\"alg\":\"HS256\",\"dyp\":\"JW\x9cT\"}";
+    assert_accepted(&app, &token(odd, true)).await;
+    assert_refused(&app, &token(odd, false)).await;
+    assert_refused(
+        &app,
+        &token(b"{\"alg\":\"none\",\"dyp\":\"JW\x9cT\"}", false),
+    )
+    .await;
+}
