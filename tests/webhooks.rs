@@ -584,9 +584,17 @@ async fn a_subtree_key_manages_only_endpoints_inside_its_subtree() {
 #[tokio::test]
 async fn each_organization_s_events_arrive_in_version_order_under_concurrent_updates() {
     // The receiver fails about one request in four, so retries interleave with new
-    // events; order must hold regardless.
-    let receiver = Receiver::start(|n, _| {
-        if n % 4 == 1 {
+    // events; order must hold regardless. Only a message's first attempt may fail:
+    // failing by arrival count alone let parallel streams fall into lockstep, so one
+    // message could land on every failing slot until its retries ran out.
+    let attempts = std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new());
+    let receiver = Receiver::start(move |n, request| {
+        let mut attempts = attempts.lock().unwrap();
+        let attempt = attempts
+            .entry(request.header("webhook-id").to_owned())
+            .or_default();
+        *attempt += 1;
+        if n % 4 == 1 && *attempt == 1 {
             (503, Duration::ZERO)
         } else {
             (200, Duration::from_millis((n % 3) as u64))
