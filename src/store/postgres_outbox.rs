@@ -161,6 +161,7 @@ impl OutboxStore for PgStore {
 
     async fn insert_webhook(&self, e: &Endpoint) -> StoreResult<()> {
         let id = e.id.to_string();
+        let (secret, previous) = sealed_secrets::seal_columns(&self.secrets_key, e);
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, url, event_types, org_id, description, secret,
                  previous_secret, previous_expires_at, status, created_at, updated_at)
@@ -172,17 +173,8 @@ impl OutboxStore for PgStore {
         .bind(encode(&e.event_types.as_slice())?)
         .bind(e.org_id.map(|o| o.to_string()))
         .bind(&e.description)
-        .bind(sealed_secrets::seal(
-            &self.secrets_key,
-            &id,
-            SECRET,
-            &e.secret,
-        ))
-        .bind(
-            e.previous_secret
-                .as_ref()
-                .map(|s| sealed_secrets::seal(&self.secrets_key, &id, PREVIOUS_SECRET, s)),
-        )
+        .bind(secret)
+        .bind(previous)
         .bind(e.previous_expires_at.map(time::format))
         .bind(e.status.as_str())
         .bind(time::format(e.created_at))
@@ -226,6 +218,7 @@ impl OutboxStore for PgStore {
 
     async fn update_webhook(&self, e: &Endpoint) -> StoreResult<bool> {
         let id = e.id.to_string();
+        let (secret, previous) = sealed_secrets::seal_columns(&self.secrets_key, e);
         let done = sqlx::query(
             "UPDATE webhook_endpoints
                 SET url = $2, event_types = $3::jsonb, org_id = $4, description = $5, secret = $6,
@@ -238,17 +231,8 @@ impl OutboxStore for PgStore {
         .bind(encode(&e.event_types.as_slice())?)
         .bind(e.org_id.map(|o| o.to_string()))
         .bind(&e.description)
-        .bind(sealed_secrets::seal(
-            &self.secrets_key,
-            &id,
-            SECRET,
-            &e.secret,
-        ))
-        .bind(
-            e.previous_secret
-                .as_ref()
-                .map(|s| sealed_secrets::seal(&self.secrets_key, &id, PREVIOUS_SECRET, s)),
-        )
+        .bind(secret)
+        .bind(previous)
         .bind(e.previous_expires_at.map(time::format))
         .bind(time::format(e.updated_at))
         .execute(&self.pool)

@@ -5,7 +5,7 @@
 
 use super::{StoreError, StoreResult};
 use crate::domain::secrets_key::{sealed_key_id, SecretsKey, UnsealError};
-use crate::domain::webhook::SigningSecret;
+use crate::domain::webhook::{Endpoint, SigningSecret};
 
 /// The columns that hold secrets; each name is part of its values' associated data.
 pub(super) const SECRET: &str = "secret";
@@ -47,6 +47,18 @@ pub(super) fn seal(
     secret: &SigningSecret,
 ) -> String {
     key.seal(secret.expose(), &aad(webhook_id, column))
+}
+
+/// The two stored secret columns of an endpoint: `secret` and `previous_secret`.
+pub(super) fn seal_columns(key: &SecretsKey, endpoint: &Endpoint) -> (String, Option<String>) {
+    let id = endpoint.id.to_string();
+    (
+        seal(key, &id, SECRET, &endpoint.secret),
+        endpoint
+            .previous_secret
+            .as_ref()
+            .map(|s| seal(key, &id, PREVIOUS_SECRET, s)),
+    )
 }
 
 /// Reads a stored value back. A `whsec_…` value was written in clear by a version
