@@ -1026,6 +1026,21 @@ fn scale_doc(template: &Value, id: &str, n: usize, now: &str) -> (String, String
     (slug, name, doc.to_string())
 }
 
+/// (id, slug, name, document) of the copies numbered `numbers`.
+fn scale_rows(
+    template: &Value,
+    numbers: std::ops::Range<usize>,
+    now: &str,
+) -> Vec<(String, String, String, String)> {
+    numbers
+        .map(|i| {
+            let id = orgd::domain::ids::OrgId::generate().to_string();
+            let (slug, name, doc) = scale_doc(template, &id, i, now);
+            (id, slug, name, doc)
+        })
+        .collect()
+}
+
 /// Rows are inserted in batches of this many (one statement each).
 const GROW_BATCH: usize = 500;
 
@@ -1046,13 +1061,7 @@ async fn grow_sqlite(path: &Path, target: usize) -> anyhow::Result<Vec<String>> 
     while n < target {
         let mut tx = conn.begin().await?;
         for _ in 0..20 {
-            let rows: Vec<(String, String, String, String)> = (n..target.min(n + GROW_BATCH))
-                .map(|i| {
-                    let id = orgd::domain::ids::OrgId::generate().to_string();
-                    let (slug, name, doc) = scale_doc(&template, &id, i, &now);
-                    (id, slug, name, doc)
-                })
-                .collect();
+            let rows = scale_rows(&template, n..target.min(n + GROW_BATCH), &now);
             if rows.is_empty() {
                 break;
             }
@@ -1094,13 +1103,7 @@ async fn grow_postgres(url: &str, target: usize) -> anyhow::Result<Vec<String>> 
     while n < target {
         let mut tx = conn.begin().await?;
         for _ in 0..20 {
-            let rows: Vec<(String, String, String, String)> = (n..target.min(n + GROW_BATCH))
-                .map(|i| {
-                    let id = orgd::domain::ids::OrgId::generate().to_string();
-                    let (slug, name, doc) = scale_doc(&template, &id, i, &now);
-                    (id, slug, name, doc)
-                })
-                .collect();
+            let rows = scale_rows(&template, n..target.min(n + GROW_BATCH), &now);
             if rows.is_empty() {
                 break;
             }
