@@ -7,12 +7,15 @@
 //! forgets whose data it touches.
 
 pub mod outbox;
+mod pg_key_cache;
 pub mod postgres;
 mod postgres_outbox;
 mod sealed_secrets;
 pub mod sqlite;
 mod sqlite_outbox;
+mod sqlite_point_reads;
 pub mod sqlite_writer;
+mod sqlite_writes;
 
 pub use sealed_secrets::KeyMismatch;
 

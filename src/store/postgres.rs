@@ -12,6 +12,7 @@
 //! left to named unique indexes, whose names map to the client's 409.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +21,7 @@ use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, Row};
 
+use super::pg_key_cache::{self, KeyCache};
 use super::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult};
 use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
 use crate::domain::event::Event;
@@ -39,6 +41,9 @@ const TX_ATTEMPTS: usize = 8;
 
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// Valid API keys, while PostgreSQL notifies us of key changes.
+    keys: Arc<KeyCache>,
+    key_listener: tokio::task::JoinHandle<()>,
     /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
     pub(super) secrets_key: SecretsKey,
 }
@@ -67,6 +72,11 @@ impl PgStore {
             // Fail fast when the database is down: requests answer 503 within a few
             // seconds rather than queueing for the default 30.
             .acquire_timeout(Duration::from_secs(3))
+            // sqlx pings every idle connection before lending it out: a full
+            // round trip to the server before each statement (or transaction),
+            // which halved throughput. A connection that died while idle fails its
+            // next statement instead (503 for that request) and is discarded.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
@@ -76,7 +86,24 @@ impl PgStore {
             .run(&pool)
             .await
             .context("cannot apply PostgreSQL migrations")?;
-        Ok(Self { pool, secrets_key })
+        let (keys, key_listener) = pg_key_cache::start(pool.clone());
+        Ok(Self {
+            pool,
+            keys,
+            key_listener,
+            secrets_key,
+        })
+    }
+
+    /// Whether API keys are being cached (the change notifications are listened to).
+    pub fn caches_api_keys(&self) -> bool {
+        self.keys.is_listening()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.key_listener.abort();
     }
 }
 
@@ -767,6 +794,10 @@ impl Store for PgStore {
     }
 
     async fn find_api_key(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        if let Some(key) = self.keys.get(hash) {
+            return Ok(Some(key));
+        }
+        let ticket = self.keys.ticket();
         let row = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"
         ))
@@ -774,7 +805,11 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        row.as_ref().map(decode_key).transpose()
+        let key = row.as_ref().map(decode_key).transpose()?;
+        if let Some(key) = &key {
+            self.keys.store(ticket, key);
+        }
+        Ok(key)
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
@@ -794,6 +829,8 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
+        // Effective here at once, not only when the trigger's notification arrives.
+        self.keys.invalidate();
         Ok(done.rows_affected() == 1)
     }
 

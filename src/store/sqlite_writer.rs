@@ -6,21 +6,24 @@
 //! stale version, a slug taken, a hierarchy or membership rule) is rolled back alone
 //! and its neighbours commit. Every caller is answered only after the COMMIT that
 //! carries its write, so an acknowledged write is on disk. Readers use their own
-//! pool and never wait for the writer (WAL).
+//! connections and never wait for the writer (WAL).
 //!
 //! The task borrows the store's single writer connection for the length of one batch,
 //! so the rarer writes that go straight to that pool (API keys, webhook endpoints,
 //! the outbox workers) take turns with batches instead of needing a path of their own.
+//! The batch itself runs on a blocking thread through rusqlite on that connection's
+//! handle ([`commit_on`]; the statements are in [`super::sqlite_writes`]).
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::FutureExt;
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{self, db_error};
+use super::sqlite_point_reads::sqlite_error;
+use super::sqlite_writes;
 use super::{IdempotencyRecord, StoreError, StoreResult};
 use crate::domain::event::Event;
 use crate::domain::ids::OrgId;
@@ -149,17 +152,80 @@ async fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let writes = std::mem::take(&mut batch);
-        // A panic in one batch must not stop every later write: its callers see
-        // their reply dropped (an error), and the task goes on.
-        if AssertUnwindSafe(commit_batch(&writer, writes, &stats))
-            .catch_unwind()
-            .await
-            .is_err()
-        {
-            tracing::error!(
+        // Taking the pool's one connection is what makes the direct writes (API
+        // keys, webhooks, outbox) take turns with batches.
+        let conn = match writer.acquire().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                fail_all(writes, &db_error(err));
+                continue;
+            }
+        };
+        let stats = stats.clone();
+        let job = tokio::task::spawn_blocking(move || commit_on(conn, writes, &stats));
+        match job.await {
+            // Dropping the connection here hands it back to the pool.
+            Ok(conn) => drop(conn),
+            // A panic in one batch must not stop every later write: its callers see
+            // their reply dropped (an error), and the task goes on.
+            Err(_) => tracing::error!(
                 "the SQLite writer panicked in a batch; none of its writes were acknowledged"
-            );
+            ),
         }
+    }
+}
+
+/// Runs a batch on the connection's own SQLite handle, on a blocking thread.
+///
+/// sqlx-sqlite would send each statement to the connection's worker thread and wait
+/// for the answer: two thread hand-offs per statement, several statements per write,
+/// all on the one connection every write waits for. Locking the handle (sqlx's
+/// `lock_handle`, which parks its worker) and driving it through rusqlite runs the
+/// whole batch — BEGIN, every write, COMMIT — without a hand-off.
+fn commit_on(
+    mut conn: PoolConnection<Sqlite>,
+    batch: Vec<WriteRequest>,
+    stats: &CommitStats,
+) -> PoolConnection<Sqlite> {
+    commit_locked(&mut conn, batch, stats);
+    conn
+}
+
+fn commit_locked(conn: &mut SqliteConnection, batch: Vec<WriteRequest>, stats: &CommitStats) {
+    let runtime = tokio::runtime::Handle::current();
+    let mut locked = match runtime.block_on(conn.lock_handle()) {
+        Ok(locked) => locked,
+        Err(err) => return fail_all(batch, &db_error(err)),
+    };
+    // SAFETY: the handle stays open and unused by sqlx while `locked` lives, and
+    // `db` (which does not close a handle it was given) is dropped before it.
+    match unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) } {
+        Ok(db) => {
+            // Leaves no transaction open behind sqlx's back, even on a panic.
+            let guard = RollbackOnExit(&db);
+            commit_batch(&db, batch, stats);
+            drop(guard);
+            drop(db);
+        }
+        Err(err) => fail_all(batch, &sqlite_error(err)),
+    }
+    drop(locked);
+}
+
+struct RollbackOnExit<'a>(&'a rusqlite::Connection);
+
+impl Drop for RollbackOnExit<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+fn fail_all(batch: Vec<WriteRequest>, err: &StoreError) {
+    tracing::warn!(error = %err, writes = batch.len(), "SQLite batch failed; none of its writes committed");
+    for request in batch {
+        let _ = request.reply.send(Err(copy_error(err)));
     }
 }
 
@@ -167,9 +233,9 @@ async fn run(
 /// for a reason other than its own checks may have broken the transaction (an I/O
 /// error, a full disk): it is answered with its error and the rest of the batch
 /// runs again in a fresh transaction, so its neighbours are not failed with it.
-async fn commit_batch(writer: &SqlitePool, mut batch: Vec<WriteRequest>, stats: &CommitStats) {
+fn commit_batch(db: &rusqlite::Connection, mut batch: Vec<WriteRequest>, stats: &CommitStats) {
     while !batch.is_empty() {
-        match run_batch(writer, &batch, stats).await {
+        match run_batch(db, &batch, stats) {
             Ok(outcomes) => {
                 stats.record(batch.len());
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -183,10 +249,7 @@ async fn commit_batch(writer: &SqlitePool, mut batch: Vec<WriteRequest>, stats: 
                 let _ = request.reply.send(Err(err));
             }
             Err(BatchError::Whole(err)) => {
-                tracing::warn!(error = %err, writes = batch.len(), "SQLite batch failed; none of its writes committed");
-                for request in batch {
-                    let _ = request.reply.send(Err(copy_error(&err)));
-                }
+                fail_all(batch, &err);
                 return;
             }
         }
@@ -196,25 +259,30 @@ async fn commit_batch(writer: &SqlitePool, mut batch: Vec<WriteRequest>, stats: 
 enum BatchError {
     /// The write at this index failed in a way that may have broken the transaction.
     At(usize, StoreError),
-    /// Taking the connection, BEGIN or COMMIT failed: nothing in the batch committed.
+    /// BEGIN or COMMIT failed: nothing in the batch committed.
     Whole(StoreError),
 }
 
 /// The outcome of each write in `batch`, once all of them committed together.
-async fn run_batch(
-    writer: &SqlitePool,
+fn run_batch(
+    db: &rusqlite::Connection,
     batch: &[WriteRequest],
     stats: &CommitStats,
 ) -> Result<Vec<StoreResult<()>>, BatchError> {
-    let mut tx = sqlite::begin_immediate(writer)
-        .await
-        .map_err(BatchError::Whole)?;
+    let run = |sql: &str| db.execute_batch(sql).map_err(sqlite_error);
+    // IMMEDIATE: take the write lock now (waiting out another process's within
+    // the busy timeout) rather than fail on the first write.
+    run("BEGIN IMMEDIATE").map_err(BatchError::Whole)?;
+    let abandon = |index, err| {
+        let _ = db.execute_batch("ROLLBACK");
+        BatchError::At(index, err)
+    };
     let mut outcomes = Vec::with_capacity(batch.len());
     for (index, request) in batch.iter().enumerate() {
         // The common update is one guarded UPDATE that applies whole or fails alone
         // (SQLite undoes a failing statement), then its event: it needs no savepoint.
         if let WriteOp::WriteOrg(op) = &request.op {
-            match sqlite::write_org_in_place(&mut tx, op).await {
+            match sqlite_writes::write_org_in_place(db, op) {
                 Ok(true) => {
                     stats.in_place.fetch_add(1, Ordering::Relaxed);
                     outcomes.push(Ok(()));
@@ -225,47 +293,33 @@ async fn run_batch(
                     outcomes.push(Err(err));
                     continue;
                 }
-                Err(err) => {
-                    let _ = tx.rollback().await;
-                    return Err(BatchError::At(index, err));
-                }
+                Err(err) => return Err(abandon(index, err)),
             }
         }
         // A savepoint per write, never released: COMMIT releases them all, and
         // skipping RELEASE saves a statement per write. ROLLBACK TO undoes back to
         // the most recent savepoint of that name: this write's.
-        sqlx::query("SAVEPOINT write")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| BatchError::Whole(db_error(e)))?;
-        match apply(&mut tx, &request.op).await {
+        run("SAVEPOINT write").map_err(|err| abandon(index, err))?;
+        match apply(db, &request.op) {
             Ok(()) => outcomes.push(Ok(())),
             Err(err) if is_own_check(&err) => {
                 // SQLite undid only the failing statement; undo the rest of this
                 // write and keep the transaction (and the neighbours' writes).
-                sqlx::query("ROLLBACK TO write")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| BatchError::At(index, db_error(e)))?;
+                run("ROLLBACK TO write").map_err(|e| abandon(index, e))?;
                 outcomes.push(Err(err));
             }
-            Err(err) => {
-                let _ = tx.rollback().await;
-                return Err(BatchError::At(index, err));
-            }
+            Err(err) => return Err(abandon(index, err)),
         }
     }
-    tx.commit()
-        .await
-        .map_err(|e| BatchError::Whole(db_error(e)))?;
+    run("COMMIT").map_err(BatchError::Whole)?;
     Ok(outcomes)
 }
 
-async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> StoreResult<()> {
+fn apply(db: &rusqlite::Connection, op: &WriteOp) -> StoreResult<()> {
     match op {
-        WriteOp::CreateOrg(op) => sqlite::create_org_in(conn, op).await,
-        WriteOp::WriteOrg(op) => sqlite::write_org_in(conn, op).await,
-        WriteOp::WriteMembership(op) => sqlite::write_membership_in(conn, op).await,
+        WriteOp::CreateOrg(op) => sqlite_writes::create_org(db, op),
+        WriteOp::WriteOrg(op) => sqlite_writes::write_org(db, op),
+        WriteOp::WriteMembership(op) => sqlite_writes::write_membership(db, op),
     }
 }
 
