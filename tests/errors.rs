@@ -1126,3 +1126,30 @@ async fn snapshot_of_an_unauthenticated_problem() {
     let response = app.get("/v1/organizations").key(None).send(401).await;
     insta::assert_json_snapshot!(response.body, {".request_id" => "[request_id]"});
 }
+
+/// On PostgreSQL the key cache turns itself on only after a probe notification has
+/// come back over its listening connection (so a LISTEN that receives nothing, as
+/// through a transaction-mode pooler, never enables it).
+#[tokio::test]
+async fn the_postgres_key_cache_turns_on_once_its_notifications_arrive() {
+    let app = TestApp::spawn().await;
+    if !app.on_postgres() {
+        return;
+    }
+    let store = orgd::store::postgres::PgStore::open(
+        &app.database_url(),
+        2,
+        orgd::domain::secrets_key::SecretsKey::generate(),
+    )
+    .await
+    .expect("second store on the same schema");
+    let started = std::time::Instant::now();
+    while !store.caches_api_keys() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the key cache never turned on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    println!("key cache on after {:?}", started.elapsed());
+}

@@ -11,7 +11,9 @@
 //! goes to the database until listening again. A revocation by any process (the
 //! CLI, another orgd, plain SQL) so takes effect here as soon as PostgreSQL
 //! delivers the notification — a millisecond on a healthy server — and within
-//! [`MAX_AGE`] in any case.
+//! [`MAX_AGE`] in any case. Caching starts only once a probe notification this
+//! process sends comes back to it, and stops when one does not within
+//! [`PROBE_TIMEOUT`] (probes every [`PROBE_EVERY`]).
 //!
 //! Written here rather than taken from a caching crate because the part that
 //! matters is the invalidation protocol (generation check, listening state), not
@@ -35,6 +37,12 @@ const MAX_AGE: Duration = Duration::from_secs(30);
 const CAPACITY: usize = 10_000;
 /// Wait before listening again after the connection dropped.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+/// How often this process checks that its own notifications reach it, and how
+/// long one may take before the cache is switched off.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Payload of a probe (the trigger's notifications carry an empty payload).
+const PROBE_PREFIX: &str = "probe:";
 
 #[derive(Default)]
 pub(super) struct KeyCache {
@@ -101,42 +109,68 @@ impl KeyCache {
 /// Listens for key changes until the cache is dropped (the store closed).
 pub(super) async fn listen(pool: PgPool, cache: Weak<KeyCache>) {
     loop {
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(CHANNEL).await {
-                Ok(()) => {
-                    let Some(live) = cache.upgrade() else { return };
-                    live.set_listening(true);
-                    drop(live);
-                    let outcome = relay(&mut listener, &cache).await;
-                    let Some(live) = cache.upgrade() else { return };
-                    live.set_listening(false);
-                    if let Err(err) = outcome {
-                        tracing::warn!(error = %err, "API key change notifications lost; looking every key up until they are back");
-                    }
-                }
-                Err(err) => tracing::warn!(error = %err, "cannot listen for API key changes"),
-            },
-            Err(err) => tracing::warn!(error = %err, "cannot listen for API key changes"),
+        if let Err(err) = listen_once(&pool, &cache).await {
+            tracing::warn!(error = %err, "API key change notifications are not arriving; looking every key up until they do");
         }
-        if cache.strong_count() == 0 {
-            return;
+        match cache.upgrade() {
+            Some(live) => live.set_listening(false),
+            None => return,
         }
         tokio::time::sleep(RELISTEN_AFTER).await;
     }
 }
 
-/// Empties the cache at each notification; returns when the connection drops.
-async fn relay(listener: &mut PgListener, cache: &Weak<KeyCache>) -> Result<(), sqlx::Error> {
+/// One listening connection: caching is on from the first probe that comes back
+/// until the connection drops or a probe does not come back in time.
+///
+/// The probes are what make "listening" mean "receiving": a LISTEN that succeeds
+/// but whose notifications never arrive (through PgBouncer in transaction mode, for
+/// one) would otherwise leave revoked keys cached.
+async fn listen_once(pool: &PgPool, cache: &Weak<KeyCache>) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    let mut probes = tokio::time::interval(PROBE_EVERY);
+    // The probe sent and not yet seen, with when it is given up on.
+    let mut waiting: Option<(String, tokio::time::Instant)> = None;
     loop {
-        // `try_recv` answers `None` when the connection was lost (notifications
-        // may have been missed); the caller then stops using the cache.
-        match listener.try_recv().await? {
-            Some(_) => match cache.upgrade() {
-                Some(live) => live.invalidate(),
-                None => return Ok(()),
-            },
-            None => return Err(sqlx::Error::Protocol("listening connection lost".into())),
+        let deadline = waiting.as_ref().map(|(_, until)| *until);
+        tokio::select! {
+            _ = probes.tick(), if waiting.is_none() => {
+                let payload = format!("{PROBE_PREFIX}{}", uuid::Uuid::now_v7());
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(&payload)
+                    .execute(pool)
+                    .await?;
+                waiting = Some((payload, tokio::time::Instant::now() + PROBE_TIMEOUT));
+            }
+            _ = sleep_until(deadline) => {
+                return Err(sqlx::Error::Protocol("a probe notification did not come back".into()));
+            }
+            received = listener.try_recv() => {
+                // `None`: the connection was lost, and notifications with it.
+                let Some(notification) = received? else {
+                    return Err(sqlx::Error::Protocol("listening connection lost".into()));
+                };
+                let Some(live) = cache.upgrade() else { return Ok(()) };
+                let payload = notification.payload();
+                if waiting.as_ref().is_some_and(|(sent, _)| sent == payload) {
+                    waiting = None;
+                    if !live.is_listening() {
+                        live.set_listening(true);
+                    }
+                } else if !payload.starts_with(PROBE_PREFIX) {
+                    live.invalidate();
+                }
+            }
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
