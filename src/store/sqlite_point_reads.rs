@@ -74,11 +74,7 @@ impl PointReads {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> StoreResult<Option<String>> {
-        self.with_conn(|conn| {
-            conn.prepare_cached(sql)?
-                .query_row(params, |row| row.get(0))
-                .optional()
-        })
+        self.with_conn(|conn| optional_text(conn, sql, params))
     }
 
     /// The one row `sql` finds, if any, as `map` reads it.
@@ -97,12 +93,31 @@ impl PointReads {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> StoreResult<Vec<String>> {
-        self.with_conn(|conn| {
-            conn.prepare_cached(sql)?
-                .query_map(params, |row| row.get(0))?
-                .collect()
-        })
+        self.with_conn(|conn| texts(conn, sql, params))
     }
+}
+
+/// The first column of the one row `sql` finds on `conn`, if any (also used by the
+/// group committer on the writer's handle).
+pub(super) fn optional_text(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(sql)?
+        .query_row(params, |row| row.get(0))
+        .optional()
+}
+
+/// The first column of every row `sql` finds on `conn`.
+pub(super) fn texts(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(sql)?
+        .query_map(params, |row| row.get(0))?
+        .collect()
 }
 
 /// Sorts a rusqlite error as [`super::sqlite::db_error`] sorts sqlx's.

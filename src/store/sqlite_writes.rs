@@ -3,10 +3,10 @@
 //! handle, inside the batch's transaction (see [`super::sqlite_writer`] for why
 //! they do not go through sqlx statement by statement).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::sqlite::{ancestry_sql, decode_org, encode, json_error, parse_org_ids, WALK_LIMIT};
-use super::sqlite_point_reads::sqlite_error;
+use super::sqlite_point_reads::{optional_text, sqlite_error, texts};
 use super::sqlite_writer::{CreateOrg, EncodedEvent, WriteMembership, WriteOrg};
 use super::{Constraint, StoreError, StoreResult};
 use crate::domain::hierarchy;
@@ -48,13 +48,12 @@ fn subtree_height(conn: &Connection, org: &OrgId) -> StoreResult<usize> {
 
 fn check_placement(conn: &Connection, org: &Organization, height: usize) -> StoreResult<()> {
     if let Some(parent) = &org.parent_id {
-        let chain: Vec<String> = conn
-            .prepare_cached(ancestry_sql(true))
-            .and_then(|mut s| {
-                s.query_map(params![parent.to_string(), WALK_LIMIT], |r| r.get(0))?
-                    .collect()
-            })
-            .map_err(sqlite_error)?;
+        let chain = texts(
+            conn,
+            ancestry_sql(true),
+            params![parent.to_string(), WALK_LIMIT],
+        )
+        .map_err(sqlite_error)?;
         hierarchy::check_placement(&org.id, &parse_org_ids(&chain)?, height)?;
     }
     Ok(())
@@ -107,16 +106,6 @@ fn upsert_membership(conn: &Connection, member: &Membership) -> StoreResult<()> 
     })
     .map_err(sqlite_error)?;
     Ok(())
-}
-
-fn optional_text(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> StoreResult<Option<String>> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.query_row(params, |r| r.get(0)).optional())
-        .map_err(sqlite_error)
 }
 
 /// Inserts a new organization with its owner, event and idempotency record.
@@ -248,7 +237,8 @@ pub(super) fn write_org(conn: &Connection, op: &WriteOrg) -> StoreResult<()> {
         conn,
         "SELECT doc FROM organizations WHERE id = ?1",
         [org_id.to_string()],
-    )?;
+    )
+    .map_err(sqlite_error)?;
     let old = decode_org(&stored.ok_or(StoreError::NotFound)?)?;
     if old.version != *expected_version {
         return Err(StoreError::VersionMismatch);
@@ -315,7 +305,8 @@ pub(super) fn write_membership(conn: &Connection, op: &WriteMembership) -> Store
         conn,
         "SELECT doc FROM organizations WHERE id = ?1 AND deleted_at IS NULL",
         [org_id.to_string()],
-    )?;
+    )
+    .map_err(sqlite_error)?;
     let org = decode_org(&doc.ok_or(StoreError::NotFound)?)?;
     let current: Option<Membership> = read_membership(conn, org_id, user_id)?;
     if current.as_ref() != expected.as_ref() {
@@ -354,7 +345,8 @@ fn read_membership(
         conn,
         super::sqlite::MEMBERSHIP_DOC,
         params![org_id.to_string(), user_id.as_str()],
-    )?
+    )
+    .map_err(sqlite_error)?
     .map(|d| serde_json::from_str(&d).map_err(json_error))
     .transpose()
 }
