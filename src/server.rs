@@ -182,6 +182,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long a shutdown waits for in-flight requests before closing what is left.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long, once a shutdown begins, a connection that has not yet sent enough to
+/// choose its protocol gets to do so. A client that connected just before the
+/// shutdown has its request on the way; hyper-util would cancel it unread (Go's
+/// `http.Server.Shutdown` gives new connections a grace for the same reason). A
+/// connection that stays silent costs the shutdown at most this long.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+type ConnectionBuilder = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
 
 /// Accepts connections until `shutdown` fires, then stops accepting and lets open
 /// connections finish their in-flight requests, for at most [`DRAIN_TIMEOUT`].
@@ -190,18 +198,16 @@ async fn serve_connections(
     router: axum::Router,
     shutdown: oneshot::Receiver<()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = ConnectionBuilder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
-    let graceful = GracefulShutdown::new();
+    // Each connection holds a receiver until it ends, so `closed()` is the drain.
+    let (closing, _) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -213,23 +219,65 @@ async fn serve_connections(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
-        let stream = FirstBytesDeadline::new(stream, HEADER_READ_TIMEOUT);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        spawn_connection(stream, &builder, &router, closing.subscribe());
     }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    // Connections the kernel completed but nobody accepted yet would be reset when
+    // the listener closes; take them in too. (One arriving between the last accept
+    // and the close is still reset: every server has that window.)
+    if let Ok(listener) = listener.into_std() {
+        while let Ok((stream, _peer)) = listener.accept() {
+            let adopted = stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(stream));
+            if let Ok(stream) = adopted {
+                spawn_connection(stream, &builder, &router, closing.subscribe());
+            }
+        }
+    }
+    closing.send_replace(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, closing.closed())
         .await
         .is_err()
     {
         tracing::warn!("shutdown: in-flight requests did not finish in time; closing them");
     }
+}
+
+/// Serves one connection until it ends; once `closing` turns true it finishes the
+/// request in progress (or, for a new connection, the first one, see
+/// [`FIRST_REQUEST_GRACE`]) and closes.
+fn spawn_connection(
+    stream: tokio::net::TcpStream,
+    builder: &ConnectionBuilder,
+    router: &axum::Router,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    let service = TowerToHyperService::new(router.clone());
+    let stream = FirstBytesDeadline::new(stream, HEADER_READ_TIMEOUT);
+    let mut chosen = stream.protocol_chosen();
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    tokio::spawn(async move {
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = closing.wait_for(|closing| *closing) => {}
+        }
+        if !*chosen.borrow() {
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = chosen.wait_for(|chosen| *chosen) => {}
+                _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+            }
+        }
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
+        drop(closing);
+    });
 }
 
 /// `orgd serve`: runs until SIGTERM or Ctrl-C.

@@ -78,12 +78,20 @@ impl ServeProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.send_sigterm();
+        self.wait_for_exit(within)
+    }
+
+    pub fn send_sigterm(&self) {
         let sent = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status()
             .expect("kill runs");
         assert!(sent.success(), "kill -TERM failed");
+    }
+
+    pub fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait works") {
@@ -94,6 +102,19 @@ impl ServeProcess {
                 "orgd did not stop within {within:?} of SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits (up to `within`) until the log contains `text`.
+    pub async fn wait_for_log(&self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {text:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
