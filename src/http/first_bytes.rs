@@ -191,7 +191,8 @@ mod tests {
             let mut buf = [0u8; 64];
             for bytes in writes {
                 client.write_all(bytes).await.expect("write");
-                guarded.read(&mut buf).await.expect("read");
+                let n = guarded.read(&mut buf).await.expect("read");
+                assert_eq!(n, bytes.len(), "one write, one read");
             }
             let seen = *chosen.borrow();
             seen
