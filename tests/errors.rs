@@ -1069,6 +1069,10 @@ async fn an_internal_error_is_logged_with_its_cause_and_request_id() {
         .expect("orgd answers");
     assert_eq!(response.status().as_u16(), 500);
 
+    // The log is written by orgd's log thread, a moment after the answer.
+    server
+        .wait_for_log("internal-probe-log", std::time::Duration::from_secs(10))
+        .await;
     let log = server.log();
     let line = log
         .lines()

@@ -932,11 +932,12 @@ async fn a_restart_keeps_the_bootstrap_key_instead_of_writing_a_new_one() {
         "the key file is unchanged"
     );
     assert_eq!(status_with_key(&second.base, &key).await, 200);
+    // After the exit, so the log is complete.
+    assert!(second.terminate(Duration::from_secs(10)).success());
     assert!(
         !second.log().contains("wrote a bootstrap"),
         "no new key is written on restart"
     );
-    assert!(second.terminate(Duration::from_secs(10)).success());
 }
 
 #[tokio::test]
