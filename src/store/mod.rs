@@ -6,12 +6,14 @@
 //! Every organization-owned method takes the organization's id first, so no query
 //! forgets whose data it touches.
 
+mod key_cache;
 pub mod outbox;
 mod pg_key_cache;
 pub mod postgres;
 mod postgres_outbox;
 mod sealed_secrets;
 pub mod sqlite;
+mod sqlite_key_cache;
 mod sqlite_outbox;
 mod sqlite_point_reads;
 pub mod sqlite_writer;

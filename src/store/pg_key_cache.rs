@@ -11,30 +11,19 @@
 //! goes to the database until listening again. A revocation by any process (the
 //! CLI, another orgd, plain SQL) so takes effect here as soon as PostgreSQL
 //! delivers the notification — a millisecond on a healthy server — and within
-//! [`MAX_AGE`] in any case. Caching starts only once a probe notification this
+//! 30 s in any case. Caching starts only once a probe notification this
 //! process sends comes back to it, and stops when one does not within
 //! [`PROBE_TIMEOUT`] (probes every [`PROBE_EVERY`]).
-//!
-//! Written here rather than taken from a caching crate because the part that
-//! matters is the invalidation protocol (generation check, listening state), not
-//! the map.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
 
-use crate::domain::apikey::{ApiKey, SecretHash};
+use super::key_cache::KeyCache;
 
 /// The channel migration 0004's trigger notifies.
 pub(super) const CHANNEL: &str = "orgd_api_keys";
-/// Longest an entry is trusted even with no notification (a safety net only).
-const MAX_AGE: Duration = Duration::from_secs(30);
-/// Keys kept at most; past it the cache starts over (it holds only valid keys,
-/// so this is reached only by deployments with that many active keys).
-const CAPACITY: usize = 10_000;
 /// Wait before listening again after the connection dropped.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 /// How often this process checks that its own notifications reach it, and how
@@ -44,68 +33,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Payload of a probe (the trigger's notifications carry an empty payload).
 const PROBE_PREFIX: &str = "probe:";
 
-#[derive(Default)]
-pub(super) struct KeyCache {
-    keys: RwLock<HashMap<String, (ApiKey, Instant)>>,
-    /// Bumped by every invalidation: a lookup that started before one must not
-    /// store what it read (it may be the state the notification replaced).
-    generation: AtomicU64,
-    listening: AtomicBool,
-}
-
-/// Read before looking a key up in the database; hand back to [`KeyCache::store`].
-pub(super) struct Ticket(u64);
-
-impl KeyCache {
-    pub(super) fn get(&self, hash: &SecretHash) -> Option<ApiKey> {
-        if !self.listening.load(Ordering::Acquire) {
-            return None;
-        }
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        keys.get(&hash.0)
-            .filter(|(_, at)| at.elapsed() < MAX_AGE)
-            .map(|(key, _)| key.clone())
-    }
-
-    pub(super) fn ticket(&self) -> Ticket {
-        Ticket(self.generation.load(Ordering::Acquire))
-    }
-
-    /// Keeps a key read from the database, unless an invalidation came since the
-    /// ticket was taken. Revoked keys are not kept (their refusal stays a lookup).
-    pub(super) fn store(&self, ticket: Ticket, key: &ApiKey) {
-        if key.revoked_at.is_some() || !self.listening.load(Ordering::Acquire) {
-            return;
-        }
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        // Checked under the write lock, which `invalidate` also takes: either the
-        // invalidation sees this entry and removes it, or this sees its generation.
-        if self.generation.load(Ordering::Acquire) != ticket.0 {
-            return;
-        }
-        if keys.len() >= CAPACITY {
-            keys.clear();
-        }
-        keys.insert(key.secret_hash.0.clone(), (key.clone(), Instant::now()));
-    }
-
-    pub(super) fn invalidate(&self) {
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        keys.clear();
-    }
-
-    fn set_listening(&self, on: bool) {
-        // Whatever was cached may have missed notifications either way.
-        self.invalidate();
-        self.listening.store(on, Ordering::Release);
-    }
-
-    pub(super) fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
-    }
-}
-
 /// Listens for key changes until the cache is dropped (the store closed).
 pub(super) async fn listen(pool: PgPool, cache: Weak<KeyCache>) {
     loop {
@@ -113,7 +40,7 @@ pub(super) async fn listen(pool: PgPool, cache: Weak<KeyCache>) {
             tracing::warn!(error = %err, "API key change notifications are not arriving; looking every key up until they do");
         }
         match cache.upgrade() {
-            Some(live) => live.set_listening(false),
+            Some(live) => live.set_enabled(false),
             None => return,
         }
         tokio::time::sleep(RELISTEN_AFTER).await;
@@ -156,8 +83,8 @@ async fn listen_once(pool: &PgPool, cache: &Weak<KeyCache>) -> Result<(), sqlx::
                 let payload = notification.payload();
                 if waiting.as_ref().is_some_and(|(sent, _)| sent == payload) {
                     waiting = None;
-                    if !live.is_listening() {
-                        live.set_listening(true);
+                    if !live.is_enabled() {
+                        live.set_enabled(true);
                     }
                 } else if !payload.starts_with(PROBE_PREFIX) {
                     live.invalidate();
@@ -180,71 +107,4 @@ pub(super) fn start(pool: PgPool) -> (Arc<KeyCache>, tokio::task::JoinHandle<()>
     let cache = Arc::new(KeyCache::default());
     let task = tokio::spawn(listen(pool, Arc::downgrade(&cache)));
     (cache, task)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::apikey::{ScopeSet, Secret};
-    use crate::domain::ids::KeyId;
-
-    fn key() -> ApiKey {
-        ApiKey {
-            id: KeyId::generate(),
-            name: None,
-            scopes: ScopeSet::all(),
-            org_id: None,
-            secret_hash: Secret::generate().hash(),
-            created_at: jiff::Timestamp::now(),
-            revoked_at: None,
-        }
-    }
-
-    fn listening() -> KeyCache {
-        let cache = KeyCache::default();
-        cache.set_listening(true);
-        cache
-    }
-
-    #[test]
-    fn a_stored_key_is_served_until_an_invalidation() {
-        let cache = listening();
-        let key = key();
-        cache.store(cache.ticket(), &key);
-        assert_eq!(cache.get(&key.secret_hash), Some(key.clone()));
-        cache.invalidate();
-        assert_eq!(cache.get(&key.secret_hash), None);
-    }
-
-    #[test]
-    fn a_read_that_started_before_an_invalidation_is_not_kept() {
-        let cache = listening();
-        let key = key();
-        let ticket = cache.ticket();
-        // The notification of a revocation arrives while the lookup is in flight.
-        cache.invalidate();
-        cache.store(ticket, &key);
-        assert_eq!(cache.get(&key.secret_hash), None);
-    }
-
-    #[test]
-    fn nothing_is_cached_or_served_while_not_listening() {
-        let cache = listening();
-        let key = key();
-        cache.store(cache.ticket(), &key);
-        cache.set_listening(false);
-        assert_eq!(cache.get(&key.secret_hash), None);
-        cache.store(cache.ticket(), &key);
-        cache.set_listening(true);
-        assert_eq!(cache.get(&key.secret_hash), None);
-    }
-
-    #[test]
-    fn revoked_keys_are_not_kept() {
-        let cache = listening();
-        let mut key = key();
-        key.revoked_at = Some(jiff::Timestamp::now());
-        cache.store(cache.ticket(), &key);
-        assert_eq!(cache.get(&key.secret_hash), None);
-    }
 }

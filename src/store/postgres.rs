@@ -21,7 +21,8 @@ use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, Row};
 
-use super::pg_key_cache::{self, KeyCache};
+use super::key_cache::KeyCache;
+use super::pg_key_cache;
 use super::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult};
 use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
 use crate::domain::event::Event;
@@ -97,7 +98,7 @@ impl PgStore {
 
     /// Whether API keys are being cached (the change notifications are listened to).
     pub fn caches_api_keys(&self) -> bool {
-        self.keys.is_listening()
+        self.keys.is_enabled()
     }
 }
 

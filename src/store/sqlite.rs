@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, SqliteConnection};
 
+use super::sqlite_key_cache::SqliteKeyCache;
 use super::sqlite_point_reads::PointReads;
 use super::sqlite_writer::{
     CommitStats, CreateOrg, EncodedEvent, GroupCommit, WriteMembership, WriteOp, WriteOrg,
@@ -44,6 +45,8 @@ pub struct SqliteStore {
     /// Lists and scans; reads that find rows by key use `point`.
     pub(super) reader: SqlitePool,
     point: PointReads,
+    /// Valid API keys, checked against the change counter (sqlite_key_cache.rs).
+    keys: SqliteKeyCache,
     group_commit: GroupCommit,
     /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
     pub(super) secrets_key: SecretsKey,
@@ -95,6 +98,7 @@ impl SqliteStore {
             .context("cannot open SQLite point readers")?;
         Ok(Self {
             point,
+            keys: SqliteKeyCache::new(),
             group_commit: GroupCommit::start(writer.clone()),
             writer,
             reader,
@@ -466,7 +470,14 @@ impl Store for SqliteStore {
     }
 
     async fn find_api_key(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
-        self.point
+        if self.keys.fresh(&self.point) {
+            if let Some(key) = self.keys.keys.get(hash) {
+                return Ok(Some(key));
+            }
+        }
+        let ticket = self.keys.keys.ticket();
+        let found = self
+            .point
             .optional_row(
                 concat!(
                     "SELECT ",
@@ -477,7 +488,11 @@ impl Store for SqliteStore {
                 KeyRow::read,
             )?
             .map(KeyRow::decode)
-            .transpose()
+            .transpose()?;
+        if let Some(key) = &found {
+            self.keys.keys.store(ticket, key);
+        }
+        Ok(found)
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
@@ -500,6 +515,7 @@ impl Store for SqliteStore {
                 .execute(&self.writer)
                 .await
                 .map_err(db_error)?;
+        self.keys.keys.invalidate();
         Ok(done.rows_affected() == 1)
     }
 

@@ -77,6 +77,15 @@ impl PointReads {
         self.with_conn(|conn| optional_text(conn, sql, params))
     }
 
+    /// The integer in the first column of the one row `sql` finds, if any.
+    pub(super) fn optional_integer(&self, sql: &str) -> StoreResult<Option<i64>> {
+        self.with_conn(|conn| {
+            conn.prepare_cached(sql)?
+                .query_row([], |row| row.get(0))
+                .optional()
+        })
+    }
+
     /// The one row `sql` finds, if any, as `map` reads it.
     pub(super) fn optional_row<T>(
         &self,
