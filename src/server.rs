@@ -157,6 +157,7 @@ pub async fn start(
         metrics: metrics_handle(),
         outbox,
         webhooks_allow_private: serve.webhooks_allow_private,
+        recent_orgs: Arc::default(),
     };
     let router = http::router(state, &serve.cors_origins);
     let listener = TcpListener::bind(serve.listen)

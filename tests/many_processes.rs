@@ -85,6 +85,97 @@ impl Cluster {
     }
 }
 
+/// Each process plans an update on its copy of its own last write when it has one
+/// (src/http/recent_orgs.rs); after another process wrote, that copy is stale and
+/// must never be what an answer or a commit rests on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_through_one_process_builds_on_what_another_process_wrote_since() {
+    let cluster = Cluster::start(2).await;
+    let patch = reqwest::Method::PATCH;
+    let (status, org) = cluster
+        .send(
+            0,
+            reqwest::Method::POST,
+            "/v1/organizations",
+            Some(json!({"name": "Stale copies"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+    let path = format!("/v1/organizations/{}", org["id"].as_str().unwrap());
+
+    let (status, _) = cluster
+        .send(
+            0,
+            patch.clone(),
+            &path,
+            Some(json!({"name": "First"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200); // process 0 now holds version 2
+    let (status, _) = cluster
+        .send(
+            1,
+            patch.clone(),
+            &path,
+            Some(json!({"description": "from process 1"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200); // version 3, unknown to process 0
+
+    let (status, org) = cluster
+        .send(
+            0,
+            patch.clone(),
+            &path,
+            Some(json!({"metadata": {"k": 1}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{org}");
+    assert_eq!(org["version"], json!(4));
+    assert_eq!(
+        org["description"],
+        json!("from process 1"),
+        "process 1's change was lost"
+    );
+    assert_eq!(org["name"], json!("First"));
+
+    // The current ETag is accepted by the process whose copy is older (3)…
+    let (status, org) = cluster
+        .send(
+            1,
+            patch.clone(),
+            &path,
+            Some(json!({"name": "Second"})),
+            Some("\"4\""),
+        )
+        .await;
+    assert_eq!(status, 200, "{org}");
+    assert_eq!(org["version"], json!(5));
+    assert_eq!(org["metadata"]["k"], json!(1));
+    // …and the ETag of process 0's copy (4) is refused there, because it is stale.
+    let (status, problem) = cluster
+        .send(
+            0,
+            patch.clone(),
+            &path,
+            Some(json!({"name": "Third"})),
+            Some("\"4\""),
+        )
+        .await;
+    assert_eq!(status, 412, "{problem}");
+    // A change to nothing answers the stored organization, not the copy.
+    let (status, org) = cluster
+        .send(0, patch, &path, Some(json!({"name": "Second"})), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(org["version"], json!(5));
+    assert_eq!(org["name"], json!("Second"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_updates_through_two_processes_lose_no_field_and_count_every_change() {
     let cluster = Cluster::start(2).await;

@@ -11,6 +11,7 @@ pub mod middleware;
 pub mod ops;
 pub mod orgs;
 pub mod query;
+pub mod recent_orgs;
 pub mod webhooks;
 
 use axum::response::{IntoResponse, Response};
@@ -44,6 +45,8 @@ pub struct AppState {
     pub outbox: OutboxSignals,
     /// `ORGD_WEBHOOKS_ALLOW_PRIVATE`: skip the SSRF checks on webhook targets.
     pub webhooks_allow_private: bool,
+    /// Organizations this process last wrote, to plan the next update on.
+    pub recent_orgs: Arc<recent_orgs::RecentOrgs>,
 }
 
 impl AppState {

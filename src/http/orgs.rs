@@ -257,6 +257,15 @@ pub(super) async fn load_org(
         .await?
         .filter(|o| which == Find::LiveOrDeleted || o.is_live())
         .ok_or(ApiError::OrganizationNotFound)?;
+    authority_in(app, principal, org).await
+}
+
+/// `org` with the caller's authority in it, if the caller may know it exists.
+async fn authority_in(
+    app: &AppState,
+    principal: &Principal,
+    org: Organization,
+) -> Result<Loaded, ApiError> {
     let membership = membership_role(app, principal, &org.id).await?;
     let lineage = match principal.root() {
         Some(_) => app.store.lineage(&org.id).await?,
@@ -332,6 +341,9 @@ async fn change_org<F>(
 where
     F: FnMut(&Loaded) -> Result<Option<(Organization, Event)>, ApiError>,
 {
+    if let Some(org) = change_recent_org(app, principal, lookup, which, if_match, &mut plan).await {
+        return Ok(org);
+    }
     for _ in 0..MAX_ATTEMPTS {
         let loaded = load_org(app, principal, lookup, which).await?;
         check_if_match(if_match, &loaded.org)?;
@@ -346,6 +358,7 @@ where
         {
             Ok(()) => {
                 app.outbox.event_committed();
+                app.recent_orgs.committed(&next);
                 return Ok(next);
             }
             Err(StoreError::VersionMismatch) if if_match.is_none() => continue,
@@ -353,6 +366,51 @@ where
         }
     }
     Err(ApiError::Unavailable)
+}
+
+/// The same change planned on the copy this process kept of its own last write
+/// (`recent_orgs.rs`), saving the read. Only a commit counts: the store commits
+/// only if the row still has the copy's version. Anything else — no copy, a
+/// refusal, an error, nothing to change — is `None`, and [`change_org`] decides
+/// it on a fresh read, so every answer but a committed change comes from there.
+async fn change_recent_org<F>(
+    app: &AppState,
+    principal: &Principal,
+    lookup: &OrgLookup,
+    which: Find,
+    if_match: Option<&IfMatch>,
+    plan: &mut F,
+) -> Option<Organization>
+where
+    F: FnMut(&Loaded) -> Result<Option<(Organization, Event)>, ApiError>,
+{
+    let OrgLookup::Id(id) = lookup else {
+        return None;
+    };
+    let copy = app.recent_orgs.get(id)?;
+    if which == Find::Live && !copy.is_live() {
+        return None;
+    }
+    let loaded = authority_in(app, principal, Organization::clone(&copy))
+        .await
+        .ok()?;
+    check_if_match(if_match, &loaded.org).ok()?;
+    let (next, event) = plan(&loaded).ok()??;
+    match app
+        .store
+        .write_org(&loaded.org.id, loaded.org.version, &next, &event)
+        .await
+    {
+        Ok(()) => {
+            app.outbox.event_committed();
+            app.recent_orgs.committed(&next);
+            Some(next)
+        }
+        Err(_) => {
+            app.recent_orgs.forget(id);
+            None
+        }
+    }
 }
 
 // ---- handlers -----------------------------------------------------------------
@@ -535,6 +593,7 @@ pub async fn create_org(
         {
             Ok(()) => {
                 app.outbox.event_committed();
+                app.recent_orgs.committed(&org);
                 break;
             }
             // A slug we made from the name collides: try it with a short suffix.
