@@ -177,15 +177,9 @@ async fn sigterm_under_load_finishes_accepted_requests_and_exits_cleanly() {
     }
 
     let server = ServeProcess::start_with(data.path(), logs.path(), &env).await;
-    let stored: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/organizations/{id}", server.base))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored = server
+        .get_json(&format!("/v1/organizations/{id}"), ADMIN_KEY)
+        .await;
     let mut answered = 0;
     for (w, outcomes) in outcomes.iter().enumerate() {
         for code in outcomes.iter().flatten() {

@@ -88,12 +88,13 @@ impl KeyCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::domain::apikey::{ScopeSet, Secret};
     use crate::domain::ids::KeyId;
 
-    fn key() -> ApiKey {
+    /// A valid key with every scope, for the caches' tests.
+    pub(in crate::store) fn key() -> ApiKey {
         ApiKey {
             id: KeyId::generate(),
             name: None,

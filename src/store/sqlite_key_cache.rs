@@ -83,20 +83,7 @@ impl SqliteKeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::apikey::{ApiKey, ScopeSet, Secret};
-    use crate::domain::ids::KeyId;
-
-    fn key() -> ApiKey {
-        ApiKey {
-            id: KeyId::generate(),
-            name: None,
-            scopes: ScopeSet::all(),
-            org_id: None,
-            secret_hash: Secret::generate().hash(),
-            created_at: jiff::Timestamp::now(),
-            revoked_at: None,
-        }
-    }
+    use crate::store::key_cache::tests::key;
 
     fn database(with_counter: bool) -> (tempfile::TempDir, rusqlite::Connection, PointReads) {
         let dir = tempfile::tempdir().expect("a temp dir");

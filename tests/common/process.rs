@@ -68,6 +68,19 @@ impl ServeProcess {
         process
     }
 
+    /// `GET path` with `key`, as JSON (panics on a transport or decoding error).
+    pub async fn get_json(&self, path: &str, key: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("orgd answers")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     pub fn log(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
