@@ -156,24 +156,42 @@ async fn an_update_through_one_process_builds_on_what_another_process_wrote_sinc
     assert_eq!(status, 200, "{org}");
     assert_eq!(org["version"], json!(5));
     assert_eq!(org["metadata"]["k"], json!(1));
-    // …and the ETag of process 0's copy (4) is refused there, because it is stale.
-    let (status, problem) = cluster
+    // What is no change to process 0's copy (version 4, name "First") is a change
+    // to the stored row: it is decided there, not answered from the copy.
+    let (status, org) = cluster
         .send(
             0,
             patch.clone(),
             &path,
+            Some(json!({"name": "First"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{org}");
+    assert_eq!(
+        org["version"],
+        json!(6),
+        "answered from a stale copy: {org}"
+    );
+    assert_eq!(org["name"], json!("First"));
+    assert_eq!(org["description"], json!("from process 1"));
+    // The ETag of process 1's copy (5) is refused there, because it is stale.
+    let (status, problem) = cluster
+        .send(
+            1,
+            patch.clone(),
+            &path,
             Some(json!({"name": "Third"})),
-            Some("\"4\""),
+            Some("\"5\""),
         )
         .await;
     assert_eq!(status, 412, "{problem}");
-    // A change to nothing answers the stored organization, not the copy.
+    // A change to nothing answers the stored organization.
     let (status, org) = cluster
-        .send(0, patch, &path, Some(json!({"name": "Second"})), None)
+        .send(1, patch, &path, Some(json!({"name": "First"})), None)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(org["version"], json!(5));
-    assert_eq!(org["name"], json!("Second"));
+    assert_eq!(org["version"], json!(6));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
