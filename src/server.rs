@@ -268,12 +268,11 @@ fn spawn_connection(
             _ = connection.as_mut() => return,
             _ = closing.wait_for(|closing| *closing) => {}
         }
-        if !*chosen.borrow() {
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = chosen.wait_for(|chosen| *chosen) => {}
-                _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
-            }
+        // Ready at once when the protocol is already chosen.
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = chosen.wait_for(|chosen| *chosen) => {}
+            _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
         }
         connection.as_mut().graceful_shutdown();
         let _ = connection.await;

@@ -83,6 +83,18 @@ impl Cluster {
         let body = response.json().await.unwrap_or(Value::Null);
         (status, body)
     }
+
+    /// `PATCH path` with `body` through node `i`.
+    async fn patch(
+        &self,
+        i: usize,
+        path: &str,
+        body: Value,
+        if_match: Option<&str>,
+    ) -> (u16, Value) {
+        self.send(i, reqwest::Method::PATCH, path, Some(body), if_match)
+            .await
+    }
 }
 
 /// Each process plans an update on its copy of its own last write when it has one
@@ -91,7 +103,6 @@ impl Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_update_through_one_process_builds_on_what_another_process_wrote_since() {
     let cluster = Cluster::start(2).await;
-    let patch = reqwest::Method::PATCH;
     let (status, org) = cluster
         .send(
             0,
@@ -105,34 +116,16 @@ async fn an_update_through_one_process_builds_on_what_another_process_wrote_sinc
     let path = format!("/v1/organizations/{}", org["id"].as_str().unwrap());
 
     let (status, _) = cluster
-        .send(
-            0,
-            patch.clone(),
-            &path,
-            Some(json!({"name": "First"})),
-            None,
-        )
+        .patch(0, &path, json!({"name": "First"}), None)
         .await;
     assert_eq!(status, 200); // process 0 now holds version 2
     let (status, _) = cluster
-        .send(
-            1,
-            patch.clone(),
-            &path,
-            Some(json!({"description": "from process 1"})),
-            None,
-        )
+        .patch(1, &path, json!({"description": "from process 1"}), None)
         .await;
     assert_eq!(status, 200); // version 3, unknown to process 0
 
     let (status, org) = cluster
-        .send(
-            0,
-            patch.clone(),
-            &path,
-            Some(json!({"metadata": {"k": 1}})),
-            None,
-        )
+        .patch(0, &path, json!({"metadata": {"k": 1}}), None)
         .await;
     assert_eq!(status, 200, "{org}");
     assert_eq!(org["version"], json!(4));
@@ -145,13 +138,7 @@ async fn an_update_through_one_process_builds_on_what_another_process_wrote_sinc
 
     // The current ETag is accepted by the process whose copy is older (3)…
     let (status, org) = cluster
-        .send(
-            1,
-            patch.clone(),
-            &path,
-            Some(json!({"name": "Second"})),
-            Some("\"4\""),
-        )
+        .patch(1, &path, json!({"name": "Second"}), Some("\"4\""))
         .await;
     assert_eq!(status, 200, "{org}");
     assert_eq!(org["version"], json!(5));
@@ -159,13 +146,7 @@ async fn an_update_through_one_process_builds_on_what_another_process_wrote_sinc
     // What is no change to process 0's copy (version 4, name "First") is a change
     // to the stored row: it is decided there, not answered from the copy.
     let (status, org) = cluster
-        .send(
-            0,
-            patch.clone(),
-            &path,
-            Some(json!({"name": "First"})),
-            None,
-        )
+        .patch(0, &path, json!({"name": "First"}), None)
         .await;
     assert_eq!(status, 200, "{org}");
     assert_eq!(
@@ -177,18 +158,12 @@ async fn an_update_through_one_process_builds_on_what_another_process_wrote_sinc
     assert_eq!(org["description"], json!("from process 1"));
     // The ETag of process 1's copy (5) is refused there, because it is stale.
     let (status, problem) = cluster
-        .send(
-            1,
-            patch.clone(),
-            &path,
-            Some(json!({"name": "Third"})),
-            Some("\"5\""),
-        )
+        .patch(1, &path, json!({"name": "Third"}), Some("\"5\""))
         .await;
     assert_eq!(status, 412, "{problem}");
     // A change to nothing answers the stored organization.
     let (status, org) = cluster
-        .send(1, patch, &path, Some(json!({"name": "First"})), None)
+        .patch(1, &path, json!({"name": "First"}), None)
         .await;
     assert_eq!(status, 200);
     assert_eq!(org["version"], json!(6));

@@ -350,17 +350,8 @@ where
         let Some((next, event)) = plan(&loaded)? else {
             return Ok(loaded.org);
         };
-        let current = &loaded.org;
-        match app
-            .store
-            .write_org(&current.id, current.version, &next, &event)
-            .await
-        {
-            Ok(()) => {
-                app.outbox.event_committed();
-                app.recent_orgs.committed(&next);
-                return Ok(next);
-            }
+        match commit_change(app, &loaded.org, &next, &event).await {
+            Ok(()) => return Ok(next),
             Err(StoreError::VersionMismatch) if if_match.is_none() => continue,
             Err(err) => return Err(err.into()),
         }
@@ -396,21 +387,29 @@ where
         .ok()?;
     check_if_match(if_match, &loaded.org).ok()?;
     let (next, event) = plan(&loaded).ok()??;
-    match app
-        .store
-        .write_org(&loaded.org.id, loaded.org.version, &next, &event)
-        .await
-    {
-        Ok(()) => {
-            app.outbox.event_committed();
-            app.recent_orgs.committed(&next);
-            Some(next)
-        }
+    match commit_change(app, &loaded.org, &next, &event).await {
+        Ok(()) => Some(next),
         Err(_) => {
             app.recent_orgs.forget(id);
             None
         }
     }
+}
+
+/// Writes `next` over `current` (at `current`'s version) with its event; once
+/// committed, wakes the outbox and keeps `next` as this process's copy.
+async fn commit_change(
+    app: &AppState,
+    current: &Organization,
+    next: &Organization,
+    event: &Event,
+) -> Result<(), StoreError> {
+    app.store
+        .write_org(&current.id, current.version, next, event)
+        .await?;
+    app.outbox.event_committed();
+    app.recent_orgs.committed(next);
+    Ok(())
 }
 
 // ---- handlers -----------------------------------------------------------------
