@@ -80,6 +80,10 @@ struct Args {
     /// Profile the PostgreSQL-backed orgd instead of the SQLite one.
     #[arg(long)]
     profile_pg: bool,
+    /// With `--profile`: run the load without `perf` and print only its figures
+    /// (for alternating A/B runs of two binaries with `--orgd`).
+    #[arg(long)]
+    no_perf: bool,
     /// After the comparison, grow each store to this many organizations (inserted
     /// by SQL, not the API) and measure GET by id and list pages at both sizes; 0
     /// skips it.
@@ -1193,6 +1197,18 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
     let (ids, _) = seed(&server.base(), args.orgs, args.connections).await?;
     let ids_file = tmp.join("ids.txt");
     std::fs::write(&ids_file, ids.join("\n"))?;
+    if args.no_perf {
+        let load = wrk(args, &server.base(), mode, &ids_file).await?;
+        println!(
+            "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {}",
+            load.rate, load.p50_ms, load.p99_ms, load.errors
+        );
+        server.stop().await;
+        if let Some(bench) = pg {
+            bench.drop_schema().await?;
+        }
+        return Ok(());
+    }
     let data = std::env::current_dir()?.join(format!("target/perf-{mode}.data"));
     let mut perf = Command::new("perf")
         .args(["record", "-F", "999", "-g", "-o"])

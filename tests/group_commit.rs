@@ -337,3 +337,67 @@ async fn many_concurrent_writes_are_all_acknowledged_and_all_present_after_reope
             .is_some());
     }
 }
+
+/// The writer keeps the one connection while batches keep coming; a write that
+/// goes straight to that connection (API keys, webhooks, the outbox) must still get
+/// its turn within a bounded time, not only when the stream of batches stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_write_gets_its_turn_while_batches_keep_coming() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&db_url(&dir), SecretsKey::generate())
+            .await
+            .unwrap(),
+    );
+    let stream_for = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    let mut writers = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut current = org(&format!("stream-{i}"));
+            create(&store, &current).await.unwrap();
+            let mut n = 0u64;
+            while started.elapsed() < stream_for {
+                let mut next = current.clone();
+                next.version += 1;
+                next.description =
+                    Some(orgd::domain::fields::Text::parse(&format!("v{n}"), 100).unwrap());
+                update(&store, current.version, &next).await.unwrap();
+                current = next;
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let asked = std::time::Instant::now();
+        // A revocation of a key that does not exist: a direct write that changes nothing.
+        let revoked = store
+            .revoke_api_key(&orgd::domain::ids::KeyId::generate(), time::now())
+            .await
+            .unwrap();
+        assert!(!revoked);
+        waits.push(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let direct_done = started.elapsed();
+    let mut updates = 0;
+    for writer in writers {
+        updates += writer.await.unwrap();
+    }
+    assert!(
+        direct_done < stream_for,
+        "the direct writes finished only after the stream ({direct_done:?}); waits {waits:?}"
+    );
+    assert!(
+        waits.iter().all(|w| *w < Duration::from_secs(1)),
+        "a direct write waited too long: {waits:?}"
+    );
+    assert!(
+        updates > 500,
+        "the stream was too thin to test: {updates} updates"
+    );
+}

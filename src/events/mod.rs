@@ -22,6 +22,16 @@ use crate::store::SharedStore;
 /// Events the pump numbers or fans out per transaction.
 const PUMP_BATCH: u32 = 500;
 
+/// The least time from the start of a pump round that found work to the start of
+/// the next. Every commit wakes the pump, and a round that finds events is a write
+/// transaction of its own (the fan-out cursor; on PostgreSQL the numbering too),
+/// with its own durable sync: under a stream of writes, a round per commit doubled
+/// the syncs and made the SQLite group committer wait for the one connection
+/// (bench/README.md, session 5). Spaced out, one round covers every commit of the
+/// gap; an idle pump still answers the first commit at once, and feed streams and
+/// webhooks are at most this much later under load.
+const BUSY_ROUND_GAP: Duration = Duration::from_millis(25);
+
 /// How handlers and feed readers talk to the background tasks.
 #[derive(Clone)]
 pub struct OutboxSignals {
@@ -162,6 +172,7 @@ async fn run_pump(
 ) {
     let mut generation = 0u64;
     loop {
+        let started = tokio::time::Instant::now();
         let numbered = drain(|| store.assign_feed_positions(PUMP_BATCH)).await;
         // On SQLite nothing is numbered (seq is the position): a local commit or the
         // poll is the only hint, so readers are told after every round.
@@ -174,6 +185,8 @@ async fn run_pump(
         }
         if numbered == 0 && fanned == 0 {
             let _ = tokio::time::timeout(poll, wake.notified()).await;
+        } else {
+            tokio::time::sleep_until(started + BUSY_ROUND_GAP.min(poll)).await;
         }
     }
 }

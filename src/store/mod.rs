@@ -13,6 +13,7 @@ pub mod postgres;
 mod postgres_outbox;
 mod sealed_secrets;
 pub mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_key_cache;
 mod sqlite_outbox;
 mod sqlite_point_reads;

@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, SqliteConnection};
 
+use super::sqlite_checkpoint::Checkpoints;
 use super::sqlite_key_cache::SqliteKeyCache;
 use super::sqlite_point_reads::PointReads;
 use super::sqlite_writer::{
@@ -78,7 +79,8 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            .connect_with(options.clone())
+            // Checkpoints run beside the writer, not in its commits (sqlite_checkpoint.rs).
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .with_context(|| format!("cannot open the SQLite database {url}"))?;
         MIGRATOR
@@ -96,10 +98,12 @@ impl SqliteStore {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let point = PointReads::open(options.get_filename(), threads * 2 + 2)
             .context("cannot open SQLite point readers")?;
+        let checkpoints = Checkpoints::start(options.get_filename())
+            .context("cannot start the SQLite checkpoint thread")?;
         Ok(Self {
             point,
             keys: SqliteKeyCache::new(),
-            group_commit: GroupCommit::start(writer.clone()),
+            group_commit: GroupCommit::start(writer.clone(), checkpoints)?,
             writer,
             reader,
             secrets_key,

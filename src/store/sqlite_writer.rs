@@ -8,20 +8,25 @@
 //! carries its write, so an acknowledged write is on disk. Readers use their own
 //! connections and never wait for the writer (WAL).
 //!
-//! The task borrows the store's single writer connection for the length of one batch,
-//! so the rarer writes that go straight to that pool (API keys, webhook endpoints,
-//! the outbox workers) take turns with batches instead of needing a path of their own.
-//! The batch itself runs on a blocking thread through rusqlite on that connection's
-//! handle ([`commit_on`]; the statements are in [`super::sqlite_writes`]).
+//! A thread of its own ([`run`]) borrows the store's single writer connection while
+//! batches keep coming, so the rarer writes that go straight to that pool (API keys,
+//! webhook endpoints, the outbox workers) take turns with batches instead of needing
+//! a path of their own. Batches run through rusqlite on that connection's handle
+//! ([`commit_locked`]; the statements are in [`super::sqlite_writes`]).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{self, db_error};
+use super::sqlite_checkpoint::Checkpoints;
 use super::sqlite_point_reads::sqlite_error;
 use super::sqlite_writes;
 use super::{IdempotencyRecord, StoreError, StoreResult};
@@ -33,8 +38,11 @@ use crate::domain::org::Organization;
 /// Most writes in one transaction: enough to absorb a burst from every connection
 /// of a busy server, small enough that one batch holds the lock for milliseconds.
 const MAX_BATCH: usize = 128;
-/// Writes waiting for the task beyond this make their callers wait to enqueue.
+/// Writes waiting for the writer beyond this make their callers wait to enqueue.
 const QUEUE_DEPTH: usize = 1024;
+/// The longest the writer keeps the connection while batches keep coming; then a
+/// direct write waiting for it gets it (the pool serves waiters in order).
+const HOLD_AT_MOST: Duration = Duration::from_millis(20);
 
 /// A write the group committer runs. The payloads are owned (and documents are
 /// serialized by the caller, on its own task) so the single writer spends its time
@@ -125,11 +133,17 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn start(writer: SqlitePool) -> Self {
+    /// Starts the writer thread; it ends when the handle is dropped. Must be called
+    /// within a tokio runtime, whose handle the thread uses for the pool.
+    pub fn start(writer: SqlitePool, checkpoints: Checkpoints) -> anyhow::Result<Self> {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(CommitStats::default());
-        tokio::spawn(run(writer, requests, stats.clone()));
-        Self { queue, stats }
+        let runtime = Handle::current();
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("orgd-sqlite-writer".into())
+            .spawn(move || run(&runtime, &writer, requests, &thread_stats, &checkpoints))?;
+        Ok(Self { queue, stats })
     }
 
     /// Queues a write and waits for the commit of the batch that carries it.
@@ -144,55 +158,109 @@ impl GroupCommit {
     }
 }
 
-async fn run(
-    writer: SqlitePool,
+/// The writer connection while the thread holds it, and since when.
+struct Held {
+    conn: PoolConnection<Sqlite>,
+    since: Instant,
+}
+
+/// The writer thread: takes what is queued, commits it, and again.
+///
+/// A thread of its own rather than a task that hands each batch to
+/// `spawn_blocking`: under load the task's wake-up after each batch waited behind
+/// the request handlers on the runtime's busy threads (about a quarter of the
+/// writer's time, measured in bench/README.md, session 5), and every batch paid a
+/// pool round trip for the connection. The thread keeps the connection while
+/// batches keep coming and hands it back when the queue is empty or after
+/// [`HOLD_AT_MOST`], so the direct writes (the pump, webhooks, API keys) take turns.
+fn run(
+    runtime: &Handle,
+    writer: &SqlitePool,
     mut requests: mpsc::Receiver<WriteRequest>,
-    stats: Arc<CommitStats>,
+    stats: &CommitStats,
+    checkpoints: &Checkpoints,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let writes = std::mem::take(&mut batch);
-        // Taking the pool's one connection is what makes the direct writes (API
-        // keys, webhooks, outbox) take turns with batches.
-        let conn = match writer.acquire().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                fail_all(writes, &db_error(err));
-                continue;
+    let mut held: Option<Held> = None;
+    loop {
+        let first = match requests.try_recv() {
+            Ok(request) => request,
+            Err(TryRecvError::Empty) => {
+                release(runtime, &mut held);
+                match requests.blocking_recv() {
+                    Some(request) => request,
+                    None => break,
+                }
             }
+            Err(TryRecvError::Disconnected) => break,
         };
-        let stats = stats.clone();
-        let job = tokio::task::spawn_blocking(move || commit_on(conn, writes, &stats));
-        match job.await {
-            // Dropping the connection here hands it back to the pool.
-            Ok(conn) => drop(conn),
-            // A panic in one batch must not stop every later write: its callers see
-            // their reply dropped (an error), and the task goes on.
-            Err(_) => tracing::error!(
-                "the SQLite writer panicked in a batch; none of its writes were acknowledged"
-            ),
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
         }
+        if held
+            .as_ref()
+            .is_some_and(|h| h.since.elapsed() >= HOLD_AT_MOST)
+        {
+            release(runtime, &mut held);
+        }
+        let mut conn = match held.take() {
+            Some(held) => held,
+            None => match runtime.block_on(writer.acquire()) {
+                Ok(conn) => Held {
+                    conn,
+                    since: Instant::now(),
+                },
+                Err(err) => {
+                    fail_all(batch, &db_error(err));
+                    continue;
+                }
+            },
+        };
+        let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            commit_locked(runtime, &mut conn.conn, batch, stats, checkpoints);
+        }));
+        match committed {
+            Ok(()) => held = Some(conn),
+            // A panic in one batch must not stop every later write: its callers see
+            // their reply dropped (an error), the connection goes back to the pool
+            // (its transaction rolled back by `RollbackOnExit`), and the thread goes on.
+            Err(_) => {
+                tracing::error!(
+                    "the SQLite writer panicked in a batch; none of its writes were acknowledged"
+                );
+                release(runtime, &mut Some(conn));
+            }
+        }
+    }
+    release(runtime, &mut held);
+}
+
+/// Hands the connection back to the pool (sqlx does that on a runtime task).
+fn release(runtime: &Handle, held: &mut Option<Held>) {
+    if held.is_some() {
+        let _runtime = runtime.enter();
+        *held = None;
     }
 }
 
-/// Runs a batch on the connection's own SQLite handle, on a blocking thread.
+/// Runs a batch on the connection's own SQLite handle.
 ///
 /// sqlx-sqlite would send each statement to the connection's worker thread and wait
 /// for the answer: two thread hand-offs per statement, several statements per write,
 /// all on the one connection every write waits for. Locking the handle (sqlx's
 /// `lock_handle`, which parks its worker) and driving it through rusqlite runs the
 /// whole batch — BEGIN, every write, COMMIT — without a hand-off.
-fn commit_on(
-    mut conn: PoolConnection<Sqlite>,
+fn commit_locked(
+    runtime: &Handle,
+    conn: &mut SqliteConnection,
     batch: Vec<WriteRequest>,
     stats: &CommitStats,
-) -> PoolConnection<Sqlite> {
-    commit_locked(&mut conn, batch, stats);
-    conn
-}
-
-fn commit_locked(conn: &mut SqliteConnection, batch: Vec<WriteRequest>, stats: &CommitStats) {
-    let runtime = tokio::runtime::Handle::current();
+    checkpoints: &Checkpoints,
+) {
     let mut locked = match runtime.block_on(conn.lock_handle()) {
         Ok(locked) => locked,
         Err(err) => return fail_all(batch, &db_error(err)),
@@ -205,6 +273,7 @@ fn commit_locked(conn: &mut SqliteConnection, batch: Vec<WriteRequest>, stats: &
             let guard = RollbackOnExit(&db);
             commit_batch(&db, batch, stats);
             drop(guard);
+            checkpoints.after_batch(&db);
             drop(db);
         }
         Err(err) => fail_all(batch, &sqlite_error(err)),
