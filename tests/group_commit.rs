@@ -401,3 +401,53 @@ async fn a_direct_write_gets_its_turn_while_batches_keep_coming() {
         "the stream was too thin to test: {updates} updates"
     );
 }
+
+/// The one-statement update leaves `slug` out of its SET list when it is
+/// unchanged (so the slug index is not rewritten) and names it when it changes:
+/// a rename must move the index entry, and a taken slug must still be refused.
+#[tokio::test]
+async fn a_rename_in_place_moves_the_slug_and_a_taken_slug_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&db_url(&dir), SecretsKey::generate())
+        .await
+        .unwrap();
+    let first = org("first");
+    let second = org("second");
+    create(&store, &first).await.unwrap();
+    create(&store, &second).await.unwrap();
+    let find = |slug: &str| {
+        let lookup = OrgLookup::Slug(Slug::parse(slug).unwrap());
+        let store = &store;
+        async move { store.find_org(&lookup).await.unwrap().map(|o| o.id) }
+    };
+
+    let mut renamed = first.clone();
+    renamed.version += 1;
+    renamed.slug = Slug::parse("first-renamed").unwrap();
+    update(&store, 1, &renamed).await.unwrap();
+    assert_eq!(find("first-renamed").await, Some(first.id));
+    assert_eq!(find("first").await, None);
+
+    // Unchanged slug, other fields changed: the entry stays where it is.
+    let mut described = renamed.clone();
+    described.version += 1;
+    described.name = OrgName::parse("First, described").unwrap();
+    update(&store, 2, &described).await.unwrap();
+    assert_eq!(find("first-renamed").await, Some(first.id));
+
+    // The freed slug can be taken; a taken one is refused and changes nothing.
+    let mut takes_freed = second.clone();
+    takes_freed.version += 1;
+    takes_freed.slug = Slug::parse("first").unwrap();
+    update(&store, 1, &takes_freed).await.unwrap();
+    let mut takes_taken = takes_freed.clone();
+    takes_taken.version += 1;
+    takes_taken.slug = Slug::parse("first-renamed").unwrap();
+    assert!(matches!(
+        update(&store, 2, &takes_taken).await,
+        Err(StoreError::Conflict(Constraint::SlugTaken))
+    ));
+    assert_eq!(find("first").await, Some(second.id));
+    assert_eq!(find("first-renamed").await, Some(first.id));
+    assert_eq!(store.commit_stats().in_place(), 3);
+}

@@ -192,30 +192,61 @@ pub(super) fn write_org_in_place(conn: &Connection, op: &WriteOrg) -> StoreResul
         return Ok(false);
     }
     let domains = encode(&org.domains)?;
-    // json_extract returns an array as minified JSON text, which is how serde_json
-    // writes it; any difference only sends the write down the full path.
-    let updated = conn
+    let org_id = org_id.to_string();
+    let parent_id = org.parent_id.map(|p| p.to_string());
+    let updated_at = time::format(org.updated_at);
+    // First without `slug` in the SET list, guarded on it being unchanged: SQLite
+    // rewrites the slug index entry of every row whose UPDATE names the column, even
+    // to the same value — one more page in the WAL per write, most of the time for
+    // nothing (updates rarely rename). json_extract returns an array as minified
+    // JSON text, which is how serde_json writes it; any difference only sends the
+    // write to the next statement or down the full path.
+    let mut updated = conn
         .prepare_cached(
             "UPDATE organizations
-                SET slug = ?2, name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
+                SET name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
               WHERE id = ?1 AND version = ?9 AND deleted_at IS NULL AND parent_id IS ?4
-                AND json_extract(doc, '$.domains') IS ?10",
+                AND json_extract(doc, '$.domains') IS ?10 AND slug = ?2",
         )
         .and_then(|mut s| {
             s.execute(params![
-                org_id.to_string(),
+                org_id,
                 org.slug.as_str(),
                 org.name.as_str(),
-                org.parent_id.map(|p| p.to_string()),
+                parent_id,
                 org.enabled,
                 org.version,
-                time::format(org.updated_at),
+                updated_at,
                 doc,
                 expected_version,
                 domains,
             ])
         })
-        .map_err(unique_as(Constraint::SlugTaken))?;
+        .map_err(sqlite_error)?;
+    if updated == 0 {
+        updated = conn
+            .prepare_cached(
+                "UPDATE organizations
+                    SET slug = ?2, name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
+                  WHERE id = ?1 AND version = ?9 AND deleted_at IS NULL AND parent_id IS ?4
+                    AND json_extract(doc, '$.domains') IS ?10",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    org_id,
+                    org.slug.as_str(),
+                    org.name.as_str(),
+                    parent_id,
+                    org.enabled,
+                    org.version,
+                    updated_at,
+                    doc,
+                    expected_version,
+                    domains,
+                ])
+            })
+            .map_err(unique_as(Constraint::SlugTaken))?;
+    }
     if updated != 1 {
         return Ok(false);
     }
