@@ -1197,34 +1197,31 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
     let (ids, _) = seed(&server.base(), args.orgs, args.connections).await?;
     let ids_file = tmp.join("ids.txt");
     std::fs::write(&ids_file, ids.join("\n"))?;
-    if args.no_perf {
-        let load = wrk(args, &server.base(), mode, &ids_file).await?;
-        println!(
-            "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {}",
-            load.rate, load.p50_ms, load.p99_ms, load.errors
-        );
-        server.stop().await;
-        if let Some(bench) = pg {
-            bench.drop_schema().await?;
-        }
-        return Ok(());
-    }
+    // The profiler runs only around the load, so seeding stays out of the profile.
     let data = std::env::current_dir()?.join(format!("target/perf-{mode}.data"));
-    let mut perf = Command::new("perf")
-        .args(["record", "-F", "999", "-g", "-o"])
-        .arg(&data)
-        .arg("-p")
-        .arg(server.pid().to_string())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot run perf (apt-get install linux-perf)")?;
+    let perf = if args.no_perf {
+        None
+    } else {
+        Some(
+            Command::new("perf")
+                .args(["record", "-F", "999", "-g", "-o"])
+                .arg(&data)
+                .arg("-p")
+                .arg(server.pid().to_string())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot run perf (apt-get install linux-perf)")?,
+        )
+    };
     let load = wrk(args, &server.base(), mode, &ids_file).await?;
-    // perf writes its file when interrupted.
-    let _ = Command::new("kill")
-        .args(["-INT", &perf.id().unwrap_or(0).to_string()])
-        .status()
-        .await;
-    let _ = perf.wait().await;
+    if let Some(mut perf) = perf {
+        // perf writes its file when interrupted.
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().unwrap_or(0).to_string()])
+            .status()
+            .await;
+        let _ = perf.wait().await;
+    }
     println!(
         "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {}",
         load.rate, load.p50_ms, load.p99_ms, load.errors
@@ -1232,6 +1229,9 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
     server.stop().await;
     if let Some(bench) = pg {
         bench.drop_schema().await?;
+    }
+    if args.no_perf {
+        return Ok(());
     }
     let report = Command::new("perf")
         .args([

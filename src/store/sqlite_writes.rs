@@ -201,14 +201,8 @@ pub(super) fn write_org_in_place(conn: &Connection, op: &WriteOrg) -> StoreResul
     // nothing (updates rarely rename). json_extract returns an array as minified
     // JSON text, which is how serde_json writes it; any difference only sends the
     // write to the next statement or down the full path.
-    let mut updated = conn
-        .prepare_cached(
-            "UPDATE organizations
-                SET name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
-              WHERE id = ?1 AND version = ?9 AND deleted_at IS NULL AND parent_id IS ?4
-                AND json_extract(doc, '$.domains') IS ?10 AND slug = ?2",
-        )
-        .and_then(|mut s| {
+    let update = |sql: &str| {
+        conn.prepare_cached(sql).and_then(|mut s| {
             s.execute(params![
                 org_id,
                 org.slug.as_str(),
@@ -222,30 +216,22 @@ pub(super) fn write_org_in_place(conn: &Connection, op: &WriteOrg) -> StoreResul
                 domains,
             ])
         })
-        .map_err(sqlite_error)?;
+    };
+    let mut updated = update(
+        "UPDATE organizations
+            SET name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
+          WHERE id = ?1 AND version = ?9 AND deleted_at IS NULL AND parent_id IS ?4
+            AND json_extract(doc, '$.domains') IS ?10 AND slug = ?2",
+    )
+    .map_err(sqlite_error)?;
     if updated == 0 {
-        updated = conn
-            .prepare_cached(
-                "UPDATE organizations
-                    SET slug = ?2, name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
-                  WHERE id = ?1 AND version = ?9 AND deleted_at IS NULL AND parent_id IS ?4
-                    AND json_extract(doc, '$.domains') IS ?10",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    org_id,
-                    org.slug.as_str(),
-                    org.name.as_str(),
-                    parent_id,
-                    org.enabled,
-                    org.version,
-                    updated_at,
-                    doc,
-                    expected_version,
-                    domains,
-                ])
-            })
-            .map_err(unique_as(Constraint::SlugTaken))?;
+        updated = update(
+            "UPDATE organizations
+                SET slug = ?2, name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
+              WHERE id = ?1 AND version = ?9 AND deleted_at IS NULL AND parent_id IS ?4
+                AND json_extract(doc, '$.domains') IS ?10",
+        )
+        .map_err(unique_as(Constraint::SlugTaken))?;
     }
     if updated != 1 {
         return Ok(false);
