@@ -64,6 +64,16 @@ async fn update(store: &SqliteStore, expected: i64, next: &Organization) -> Resu
     store.write_org(&next.id, expected, next, &event).await
 }
 
+/// Sets the description to `v{n}` (an update that takes the one-statement path)
+/// and returns the org as stored.
+async fn describe(store: &SqliteStore, current: &Organization, n: u64) -> Organization {
+    let mut next = current.clone();
+    next.version += 1;
+    next.description = Some(orgd::domain::fields::Text::parse(&format!("v{n}"), 100).unwrap());
+    update(store, current.version, &next).await.unwrap();
+    next
+}
+
 fn member(org: &Organization, user: &str, role: OrgRole) -> Membership {
     Membership {
         org_id: org.id,
@@ -286,12 +296,7 @@ async fn many_concurrent_writes_are_all_acknowledged_and_all_present_after_reope
         tasks.push(tokio::spawn(async move {
             let mut current = o;
             for n in 0..10 {
-                let mut next = current.clone();
-                next.version += 1;
-                next.description =
-                    Some(orgd::domain::fields::Text::parse(&format!("v{n}"), 100).unwrap());
-                update(&store, current.version, &next).await.unwrap();
-                current = next;
+                current = describe(&store, &current, n).await;
             }
         }));
     }
@@ -359,12 +364,7 @@ async fn a_direct_write_gets_its_turn_while_batches_keep_coming() {
             create(&store, &current).await.unwrap();
             let mut n = 0u64;
             while started.elapsed() < stream_for {
-                let mut next = current.clone();
-                next.version += 1;
-                next.description =
-                    Some(orgd::domain::fields::Text::parse(&format!("v{n}"), 100).unwrap());
-                update(&store, current.version, &next).await.unwrap();
-                current = next;
+                current = describe(&store, &current, n).await;
                 n += 1;
             }
             n

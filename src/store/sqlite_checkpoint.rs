@@ -18,7 +18,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ impl Checkpoints {
                 }
                 // Commits during the gathering rang again: this checkpoint covers them.
                 let _ = rings.try_recv();
-                if let Some(frames) = checkpoint(&conn) {
+                if let Some((frames, _)) = checkpoint(&conn) {
                     seen.store(frames, Ordering::Relaxed);
                 }
             })?;
@@ -82,16 +82,13 @@ impl Checkpoints {
     /// connection: wakes the checkpoint thread, and finishes the copy when the WAL
     /// has grown long.
     pub(super) fn after_batch(&self, writer: &Connection) {
-        match self.doorbell.try_send(()) {
-            // Full: already rung and not yet answered. Disconnected: the thread
-            // stopped (it does not, short of a panic); SQLite's WAL still works,
-            // it only grows.
-            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-        }
+        // Full: already rung and not yet answered. Disconnected: the thread stopped
+        // (only a panic does that); the WAL still works, it only grows.
+        let _ = self.doorbell.try_send(());
         if self.wal_frames.load(Ordering::Relaxed) < FINISH_AT {
             return;
         }
-        match checkpoint_counts(writer) {
+        match checkpoint(writer) {
             // All copied: the next batch restarts the log.
             Some((frames, copied)) if frames == copied => {
                 self.wal_frames.store(0, Ordering::Relaxed)
@@ -102,15 +99,10 @@ impl Checkpoints {
     }
 }
 
-/// A PASSIVE checkpoint; the WAL's length in frames, if it ran.
-fn checkpoint(conn: &Connection) -> Option<i64> {
-    checkpoint_counts(conn).map(|(frames, _)| frames)
-}
-
 /// A PASSIVE checkpoint: (frames in the WAL, frames copied back), if it ran. It
 /// fails only in rare cases (another checkpoint running, an I/O error); the next
 /// one tries again, and SQLite's WAL stays correct meanwhile, only longer.
-fn checkpoint_counts(conn: &Connection) -> Option<(i64, i64)> {
+fn checkpoint(conn: &Connection) -> Option<(i64, i64)> {
     let counts = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?))
     });
