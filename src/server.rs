@@ -19,7 +19,7 @@ use crate::auth::Authenticator;
 use crate::config::{ServeConfig, StoreConfig};
 use crate::events;
 use crate::http::first_bytes::FirstBytesDeadline;
-use crate::http::{self, AppState};
+use crate::http::{self, App, AppState};
 use crate::keys;
 use crate::secrets_key_file;
 use crate::store::{self, SharedStore};
@@ -147,7 +147,7 @@ pub async fn start(
     }
     let outbox_config = events::OutboxConfig::from_serve(serve)?;
     let (outbox, background) = events::start(store.clone(), outbox_config)?;
-    let state = AppState {
+    let state = AppState::new(App {
         store: store.clone(),
         auth: Arc::new(Authenticator {
             store: store.clone(),
@@ -158,7 +158,7 @@ pub async fn start(
         outbox,
         webhooks_allow_private: serve.webhooks_allow_private,
         recent_orgs: Arc::default(),
-    };
+    });
     let router = http::router(state, &serve.cors_origins);
     let listener = TcpListener::bind(serve.listen)
         .await

@@ -451,3 +451,122 @@ async fn a_rename_in_place_moves_the_slug_and_a_taken_slug_is_refused() {
     assert_eq!(find("first-renamed").await, Some(first.id));
     assert_eq!(store.commit_stats().in_place(), 3);
 }
+
+async fn messages(sql: &mut sqlx::SqliteConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_messages")
+        .fetch_one(sql)
+        .await
+        .unwrap()
+}
+
+/// The webhook fan-out runs as a step of a batch (it shares the batch's commit
+/// instead of taking the writer connection for a transaction of its own). A step
+/// that fails — here an endpoint whose secret cannot be read — fails alone: the
+/// writes queued with it commit, and the fan-out cursor stays where it was, so
+/// once the endpoint is readable again every event is fanned out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fan_out_step_fails_no_write_of_its_batch_and_loses_no_event() {
+    use orgd::domain::webhook::{EndpointStatus, EventTypes, SigningSecret, WebhookUrl};
+    use orgd::store::outbox::OutboxStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&db_url(&dir), SecretsKey::generate())
+            .await
+            .unwrap(),
+    );
+    let created = time::now() - jiff::SignedDuration::from_secs(1);
+    let endpoint = orgd::domain::webhook::Endpoint {
+        id: orgd::domain::ids::WebhookId::generate(),
+        url: WebhookUrl::parse("https://hooks.example.com/orgd").unwrap(),
+        event_types: EventTypes::parse(&["*".into()]).unwrap(),
+        org_id: None,
+        description: None,
+        secret: SigningSecret::generate(),
+        previous_secret: None,
+        previous_expires_at: None,
+        status: EndpointStatus::Active,
+        created_at: created,
+        updated_at: created,
+    };
+    store.insert_webhook(&endpoint).await.unwrap();
+    let now_ms = || time::now().as_millisecond();
+    let mut sql = sqlx::SqliteConnection::connect(&db_url(&dir))
+        .await
+        .unwrap();
+
+    create(&store, &org("first")).await.unwrap();
+    assert_eq!(store.fan_out(500, now_ms()).await.unwrap(), 1);
+    assert_eq!(messages(&mut sql).await, 1);
+
+    let sealed: String = sqlx::query_scalar("SELECT secret FROM webhook_endpoints WHERE id = ?1")
+        .bind(endpoint.id.to_string())
+        .fetch_one(&mut sql)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE webhook_endpoints SET secret = 'not sealed' WHERE id = ?1")
+        .bind(endpoint.id.to_string())
+        .execute(&mut sql)
+        .await
+        .unwrap();
+
+    // An event the next step has to cover (the pump looks for one before it queues
+    // a step); then hold the write lock so the writes and the step queue into one batch.
+    create(&store, &org("second")).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    let mut writes = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        writes.push(tokio::spawn(async move {
+            create(&store, &org(&format!("before-{i}"))).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fan_out = {
+        let store = store.clone();
+        tokio::spawn(async move { store.fan_out(500, now_ms()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..10 {
+        let store = store.clone();
+        writes.push(tokio::spawn(async move {
+            create(&store, &org(&format!("after-{i}"))).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (commits_before, _) = store.commit_stats().read();
+    sqlx::query("COMMIT").execute(&mut sql).await.unwrap();
+
+    let failed = fan_out.await.unwrap();
+    assert!(
+        matches!(&failed, Err(StoreError::Other(e)) if e.to_string().contains("cannot be read")),
+        "{failed:?}"
+    );
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    let (commits_after, _) = store.commit_stats().read();
+    assert!(
+        commits_after - commits_before <= 3,
+        "21 queued steps took {} commits",
+        commits_after - commits_before
+    );
+    assert_eq!(
+        messages(&mut sql).await,
+        1,
+        "the failed step queued nothing"
+    );
+
+    sqlx::query("UPDATE webhook_endpoints SET secret = ?2 WHERE id = ?1")
+        .bind(endpoint.id.to_string())
+        .bind(&sealed)
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    assert_eq!(store.fan_out(500, now_ms()).await.unwrap(), 21);
+    assert_eq!(messages(&mut sql).await, 22);
+    assert_eq!(store.fan_out(500, now_ms()).await.unwrap(), 0);
+}

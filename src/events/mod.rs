@@ -23,11 +23,11 @@ use crate::store::SharedStore;
 const PUMP_BATCH: u32 = 500;
 
 /// The least time from the start of a pump round that found work to the start of
-/// the next. Every commit wakes the pump, and a round that finds events is a write
-/// transaction of its own (the fan-out cursor; on PostgreSQL the numbering too),
-/// with its own durable sync: under a stream of writes, a round per commit doubled
-/// the syncs and made the SQLite group committer wait for the one connection
-/// (bench/README.md, session 5). Spaced out, one round covers every commit of the
+/// the next. Every commit wakes the pump, and a round that finds events writes (the
+/// fan-out cursor; on PostgreSQL the numbering too): under a stream of writes, a
+/// round per commit doubled the syncs and, before the SQLite fan-out moved into the
+/// group committer's batches, made the committer wait for the one connection
+/// (bench/README.md, sessions 5 and 6). Spaced out, one round covers every commit of the
 /// gap; an idle pump still answers the first commit at once, and feed streams and
 /// webhooks are at most this much later under load.
 const BUSY_ROUND_GAP: Duration = Duration::from_millis(25);

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection};
+use sqlx::{Row, Sqlite};
 
 use super::sqlite_checkpoint::Checkpoints;
 use super::sqlite_key_cache::SqliteKeyCache;
@@ -48,7 +48,7 @@ pub struct SqliteStore {
     point: PointReads,
     /// Valid API keys, checked against the change counter (sqlite_key_cache.rs).
     keys: SqliteKeyCache,
-    group_commit: GroupCommit,
+    pub(super) group_commit: GroupCommit,
     /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
     pub(super) secrets_key: SecretsKey,
 }
@@ -152,21 +152,6 @@ pub(super) fn decode_org(doc: &str) -> StoreResult<Organization> {
 
 pub(super) fn encode<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(json_error)
-}
-
-/// The live parent's id followed by its ancestors; empty if the parent is not live.
-pub(super) async fn ancestry(
-    conn: &mut SqliteConnection,
-    start: &OrgId,
-    live_only: bool,
-) -> StoreResult<Vec<OrgId>> {
-    let ids: Vec<String> = sqlx::query_scalar(ancestry_sql(live_only))
-        .bind(start.to_string())
-        .bind(WALK_LIMIT)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    parse_org_ids(&ids)
 }
 
 /// The walk up from `?1` (bounded by `?2` levels), nearest first.

@@ -2,6 +2,9 @@
 //! makes `seq` commit order), and every queue operation is a short write
 //! transaction on the single writer connection.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::sqlite::SqliteRow;
@@ -13,8 +16,11 @@ use super::outbox::{
 };
 use super::sealed_secrets::{self, PREVIOUS_SECRET, SECRET};
 use super::sqlite::{
-    ancestry, begin_immediate, db_error, encode, json_error, SqliteStore, WALK_LIMIT,
+    ancestry_sql, begin_immediate, db_error, encode, json_error, parse_org_ids, SqliteStore,
+    WALK_LIMIT,
 };
+use super::sqlite_point_reads::{sqlite_error, texts};
+use super::sqlite_writer::{FanOut, WriteOp};
 use super::{StoreError, StoreResult};
 use crate::domain::ids::{DeliveryId, EventId, OrgId, WebhookId};
 use crate::domain::secrets_key::SecretsKey;
@@ -29,36 +35,89 @@ fn parse_ts(text: &str) -> StoreResult<Timestamp> {
     text.parse::<Timestamp>().map_err(other)
 }
 
+/// A `webhook_endpoints` row as stored, whichever library read it (the API's
+/// reads go through sqlx, the fan-out runs in the group committer's rusqlite batch).
+struct EndpointRow {
+    id: String,
+    url: String,
+    event_types: String,
+    org_id: Option<String>,
+    description: Option<String>,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_expires_at: Option<String>,
+    status: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl EndpointRow {
+    fn from_sqlx(row: &SqliteRow) -> Self {
+        Self {
+            id: row.get("id"),
+            url: row.get("url"),
+            event_types: row.get("event_types"),
+            org_id: row.get("org_id"),
+            description: row.get("description"),
+            secret: row.get("secret"),
+            previous_secret: row.get("previous_secret"),
+            previous_expires_at: row.get("previous_expires_at"),
+            status: row.get("status"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+
+    fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get("id")?,
+            url: row.get("url")?,
+            event_types: row.get("event_types")?,
+            org_id: row.get("org_id")?,
+            description: row.get("description")?,
+            secret: row.get("secret")?,
+            previous_secret: row.get("previous_secret")?,
+            previous_expires_at: row.get("previous_expires_at")?,
+            status: row.get("status")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+
+    fn open(self, key: &SecretsKey) -> StoreResult<Endpoint> {
+        let id = &self.id;
+        Ok(Endpoint {
+            id: WebhookId::parse(id).map_err(other)?,
+            url: WebhookUrl::parse(&self.url).map_err(|e| other(anyhow::anyhow!(e.message)))?,
+            event_types: EventTypes::from_stored(
+                serde_json::from_str(&self.event_types).map_err(json_error)?,
+            ),
+            org_id: self
+                .org_id
+                .map(|o| OrgId::parse(&o))
+                .transpose()
+                .map_err(other)?,
+            description: self.description,
+            secret: sealed_secrets::open(key, id, SECRET, &self.secret)?,
+            previous_secret: self
+                .previous_secret
+                .as_deref()
+                .map(|p| sealed_secrets::open(key, id, PREVIOUS_SECRET, p))
+                .transpose()?,
+            previous_expires_at: self
+                .previous_expires_at
+                .as_deref()
+                .map(parse_ts)
+                .transpose()?,
+            status: status_from_db(&self.status),
+            created_at: parse_ts(&self.created_at)?,
+            updated_at: parse_ts(&self.updated_at)?,
+        })
+    }
+}
+
 fn decode_endpoint(key: &SecretsKey, row: &SqliteRow) -> StoreResult<Endpoint> {
-    let id: String = row.get("id");
-    let secret: String = row.get("secret");
-    let url: String = row.get("url");
-    let event_types: String = row.get("event_types");
-    let org_id: Option<String> = row.get("org_id");
-    let previous: Option<String> = row.get("previous_secret");
-    let previous_expires_at: Option<String> = row.get("previous_expires_at");
-    let status: String = row.get("status");
-    Ok(Endpoint {
-        id: WebhookId::parse(&id).map_err(other)?,
-        url: WebhookUrl::parse(&url).map_err(|e| other(anyhow::anyhow!(e.message)))?,
-        event_types: EventTypes::from_stored(
-            serde_json::from_str(&event_types).map_err(json_error)?,
-        ),
-        org_id: org_id
-            .map(|o| OrgId::parse(&o))
-            .transpose()
-            .map_err(other)?,
-        description: row.get("description"),
-        secret: sealed_secrets::open(key, &id, SECRET, &secret)?,
-        previous_secret: previous
-            .as_deref()
-            .map(|p| sealed_secrets::open(key, &id, PREVIOUS_SECRET, p))
-            .transpose()?,
-        previous_expires_at: previous_expires_at.as_deref().map(parse_ts).transpose()?,
-        status: status_from_db(&status),
-        created_at: parse_ts(row.get("created_at"))?,
-        updated_at: parse_ts(row.get("updated_at"))?,
-    })
+    EndpointRow::from_sqlx(row).open(key)
 }
 
 fn decode_attempt(row: &SqliteRow) -> StoreResult<DeliveryAttempt> {
@@ -245,64 +304,7 @@ impl OutboxStore for SqliteStore {
         if !pending {
             return Ok(0);
         }
-        let mut tx = begin_immediate(&self.writer).await?;
-        let position: i64 =
-            sqlx::query_scalar("SELECT position FROM outbox_cursors WHERE name = 'webhooks'")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        let events = sqlx::query(
-            "SELECT seq, id, org_id, type, occurred_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )
-        .bind(position)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let Some(last) = events.last().map(|r| r.get::<i64, _>("seq")) else {
-            tx.rollback().await.map_err(db_error)?;
-            return Ok(0);
-        };
-        let endpoints = sqlx::query("SELECT * FROM webhook_endpoints")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|r| decode_endpoint(&self.secrets_key, r))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let needs_lineage = endpoints.iter().any(|e| e.org_id.is_some());
-        for row in &events {
-            let org_text: String = row.get("org_id");
-            let event_type: String = row.get("type");
-            let event_id: String = row.get("id");
-            let occurred_at = parse_ts(row.get("occurred_at"))?;
-            let org = OrgId::parse(&org_text).map_err(other)?;
-            let lineage = if needs_lineage {
-                ancestry(&mut tx, &org, false).await?
-            } else {
-                vec![org]
-            };
-            for endpoint in route(&endpoints, &event_type, occurred_at, &lineage) {
-                sqlx::query(
-                    "INSERT INTO webhook_messages (endpoint_id, org_id, event_id, next_attempt_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .bind(endpoint.id.to_string())
-                .bind(&org_text)
-                .bind(&event_id)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            }
-        }
-        sqlx::query("UPDATE outbox_cursors SET position = ?1 WHERE name = 'webhooks'")
-            .bind(last)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(events.len() as u64)
+        self.fan_out_in_next_batch(limit, now_ms).await
     }
 
     async fn enqueue_test(
@@ -508,6 +510,23 @@ impl OutboxStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs the fan-out step in the group committer's next batch.
+    async fn fan_out_in_next_batch(&self, limit: u32, now_ms: i64) -> StoreResult<u64> {
+        let covered = Arc::new(AtomicU64::new(0));
+        let step = FanOut {
+            secrets_key: self.secrets_key.clone(),
+            limit,
+            now_ms,
+            covered: covered.clone(),
+        };
+        self.group_commit
+            .submit(WriteOp::FanOut(Box::new(step)))
+            .await?;
+        Ok(covered.load(Ordering::Relaxed))
+    }
+}
+
 /// What the secrets key needs at open and on reset (store/sealed_secrets.rs).
 impl SqliteStore {
     /// Refuses this process's secrets key if the stored secrets are sealed with
@@ -594,4 +613,84 @@ impl SqliteStore {
         tx.commit().await.map_err(db_error)?;
         Ok(replaced)
     }
+}
+
+/// Turns up to `limit` events past the webhook cursor into messages for the
+/// endpoints that want them, and moves the cursor past them, inside the caller's
+/// transaction (the group committer's batch: see [`super::sqlite_writer::FanOut`]).
+/// Returns how many events it covered.
+pub(super) fn fan_out_in(
+    db: &rusqlite::Connection,
+    key: &SecretsKey,
+    limit: u32,
+    now_ms: i64,
+) -> StoreResult<u64> {
+    let position: i64 = db
+        .prepare_cached("SELECT position FROM outbox_cursors WHERE name = 'webhooks'")
+        .and_then(|mut q| q.query_row([], |row| row.get(0)))
+        .map_err(sqlite_error)?;
+    let events = db
+        .prepare_cached(
+            "SELECT seq, id, org_id, type, occurred_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .and_then(|mut q| {
+            q.query_map(rusqlite::params![position, i64::from(limit)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sqlite_error)?;
+    let Some(&(last, ..)) = events.last() else {
+        return Ok(0);
+    };
+    let endpoints = db
+        .prepare_cached("SELECT * FROM webhook_endpoints")
+        .and_then(|mut q| {
+            q.query_map([], EndpointRow::from_rusqlite)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sqlite_error)?
+        .into_iter()
+        .map(|row| row.open(key))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let needs_lineage = endpoints.iter().any(|e| e.org_id.is_some());
+    for (_, event_id, org_text, event_type, occurred_at) in &events {
+        let org = OrgId::parse(org_text).map_err(other)?;
+        let lineage = if needs_lineage {
+            let ids = texts(
+                db,
+                ancestry_sql(false),
+                rusqlite::params![org_text, WALK_LIMIT],
+            )
+            .map_err(sqlite_error)?;
+            parse_org_ids(&ids)?
+        } else {
+            vec![org]
+        };
+        for endpoint in route(&endpoints, event_type, parse_ts(occurred_at)?, &lineage) {
+            db.prepare_cached(
+                "INSERT INTO webhook_messages (endpoint_id, org_id, event_id, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut q| {
+                q.execute(rusqlite::params![
+                    endpoint.id.to_string(),
+                    org_text,
+                    event_id,
+                    now_ms
+                ])
+            })
+            .map_err(sqlite_error)?;
+        }
+    }
+    db.prepare_cached("UPDATE outbox_cursors SET position = ?1 WHERE name = 'webhooks'")
+        .and_then(|mut q| q.execute([last]))
+        .map_err(sqlite_error)?;
+    Ok(events.len() as u64)
 }

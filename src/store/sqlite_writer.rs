@@ -12,21 +12,21 @@
 //! batches keep coming, so the rarer writes that go straight to that pool (API keys,
 //! webhook endpoints, the outbox workers) take turns with batches instead of needing
 //! a path of their own. Batches run through rusqlite on that connection's handle
-//! ([`commit_locked`]; the statements are in [`super::sqlite_writes`]).
+//! ([`hold`]; the statements are in [`super::sqlite_writes`]). The outbox's webhook
+//! fan-out step is queued here too ([`FanOut`]) and runs inside a batch.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{self, db_error};
 use super::sqlite_checkpoint::Checkpoints;
+use super::sqlite_outbox;
 use super::sqlite_point_reads::sqlite_error;
 use super::sqlite_writes;
 use super::{IdempotencyRecord, StoreError, StoreResult};
@@ -34,6 +34,7 @@ use crate::domain::event::Event;
 use crate::domain::ids::OrgId;
 use crate::domain::members::{Membership, UserId};
 use crate::domain::org::Organization;
+use crate::domain::secrets_key::SecretsKey;
 
 /// Most writes in one transaction: enough to absorb a burst from every connection
 /// of a busy server, small enough that one batch holds the lock for milliseconds.
@@ -51,6 +52,7 @@ pub(super) enum WriteOp {
     CreateOrg(Box<CreateOrg>),
     WriteOrg(Box<WriteOrg>),
     WriteMembership(Box<WriteMembership>),
+    FanOut(Box<FanOut>),
 }
 
 pub(super) struct CreateOrg {
@@ -76,6 +78,20 @@ pub(super) struct WriteMembership {
     pub expected: Option<Membership>,
     pub after: Option<Membership>,
     pub event: EncodedEvent,
+}
+
+/// The webhook fan-out's step (events past the cursor become messages), run in a
+/// batch like any write rather than as a transaction of its own: on its own it
+/// took the one writer connection from the group committer about 40 times a
+/// second under write load, with a commit and a sync each, and the committer
+/// spent ~18% of its time waiting for the connection to come back (bench/README.md,
+/// session 6). In the batch it shares the batch's commit.
+pub(super) struct FanOut {
+    pub secrets_key: SecretsKey,
+    pub limit: u32,
+    pub now_ms: i64,
+    /// How many events the step covered, once its batch committed.
+    pub covered: Arc<AtomicU64>,
 }
 
 /// An event with its stored document.
@@ -158,12 +174,6 @@ impl GroupCommit {
     }
 }
 
-/// The writer connection while the thread holds it, and since when.
-struct Held {
-    conn: PoolConnection<Sqlite>,
-    since: Instant,
-}
-
 /// The writer thread: takes what is queued, commits it, and again.
 ///
 /// A thread of its own rather than a task that hands each batch to
@@ -172,7 +182,7 @@ struct Held {
 /// writer's time, measured in bench/README.md, session 5), and every batch paid a
 /// pool round trip for the connection. The thread keeps the connection while
 /// batches keep coming and hands it back when the queue is empty or after
-/// [`HOLD_AT_MOST`], so the direct writes (the pump, webhooks, API keys) take turns.
+/// [`HOLD_AT_MOST`], so the direct writes (webhook workers, API keys) take turns.
 fn run(
     runtime: &Handle,
     writer: &SqlitePool,
@@ -180,104 +190,90 @@ fn run(
     stats: &CommitStats,
     checkpoints: &Checkpoints,
 ) {
-    let mut held: Option<Held> = None;
-    loop {
-        let first = match requests.try_recv() {
-            Ok(request) => request,
-            Err(TryRecvError::Empty) => {
-                release(runtime, &mut held);
-                match requests.blocking_recv() {
-                    Some(request) => request,
-                    None => break,
-                }
+    while let Some(first) = requests.blocking_recv() {
+        let mut conn = match runtime.block_on(writer.acquire()) {
+            Ok(conn) => conn,
+            Err(err) => {
+                fail_all(gather(first, &mut requests), &db_error(err));
+                continue;
             }
-            Err(TryRecvError::Disconnected) => break,
         };
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        if held
-            .as_ref()
-            .is_some_and(|h| h.since.elapsed() >= HOLD_AT_MOST)
-        {
-            release(runtime, &mut held);
-        }
-        let mut conn = match held.take() {
-            Some(held) => held,
-            None => match runtime.block_on(writer.acquire()) {
-                Ok(conn) => Held {
-                    conn,
-                    since: Instant::now(),
-                },
-                Err(err) => {
-                    fail_all(batch, &db_error(err));
-                    continue;
-                }
-            },
-        };
-        let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            commit_locked(runtime, &mut conn.conn, batch, stats, checkpoints);
-        }));
-        match committed {
-            Ok(()) => held = Some(conn),
-            // A panic in one batch must not stop every later write: its callers see
-            // their reply dropped (an error), the connection goes back to the pool
-            // (its transaction rolled back by `RollbackOnExit`), and the thread goes on.
-            Err(_) => {
-                tracing::error!(
-                    "the SQLite writer panicked in a batch; none of its writes were acknowledged"
-                );
-                release(runtime, &mut Some(conn));
-            }
-        }
-    }
-    release(runtime, &mut held);
-}
-
-/// Hands the connection back to the pool (sqlx does that on a runtime task).
-fn release(runtime: &Handle, held: &mut Option<Held>) {
-    if held.is_some() {
+        hold(runtime, &mut conn, first, &mut requests, stats, checkpoints);
+        // sqlx hands the connection back to the pool on a runtime task.
         let _runtime = runtime.enter();
-        *held = None;
+        drop(conn);
     }
 }
 
-/// Runs a batch on the connection's own SQLite handle.
+/// `first` and whatever else is queued, up to [`MAX_BATCH`].
+fn gather(first: WriteRequest, requests: &mut mpsc::Receiver<WriteRequest>) -> Vec<WriteRequest> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match requests.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Commits batches on the connection's own SQLite handle until the queue is empty
+/// or the connection has been held [`HOLD_AT_MOST`].
 ///
 /// sqlx-sqlite would send each statement to the connection's worker thread and wait
 /// for the answer: two thread hand-offs per statement, several statements per write,
 /// all on the one connection every write waits for. Locking the handle (sqlx's
-/// `lock_handle`, which parks its worker) and driving it through rusqlite runs the
-/// whole batch — BEGIN, every write, COMMIT — without a hand-off.
-fn commit_locked(
+/// `lock_handle`, which parks its worker) and driving it through rusqlite runs each
+/// batch — BEGIN, every write, COMMIT — without a hand-off. The handle stays locked
+/// from batch to batch: locking it is itself a hand-off to the worker (~5% of the
+/// writer's time when it was taken per batch, bench/README.md, session 6).
+fn hold(
     runtime: &Handle,
     conn: &mut SqliteConnection,
-    batch: Vec<WriteRequest>,
+    first: WriteRequest,
+    requests: &mut mpsc::Receiver<WriteRequest>,
     stats: &CommitStats,
     checkpoints: &Checkpoints,
 ) {
+    let since = Instant::now();
+    let mut batch = gather(first, requests);
     let mut locked = match runtime.block_on(conn.lock_handle()) {
         Ok(locked) => locked,
         Err(err) => return fail_all(batch, &db_error(err)),
     };
     // SAFETY: the handle stays open and unused by sqlx while `locked` lives, and
     // `db` (which does not close a handle it was given) is dropped before it.
-    match unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) } {
-        Ok(db) => {
+    let db = match unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) } {
+        Ok(db) => db,
+        Err(err) => return fail_all(batch, &sqlite_error(err)),
+    };
+    loop {
+        let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
             // Leaves no transaction open behind sqlx's back, even on a panic.
             let guard = RollbackOnExit(&db);
             commit_batch(&db, batch, stats);
             drop(guard);
             checkpoints.after_batch(&db);
-            drop(db);
+        }));
+        if committed.is_err() {
+            // A panic in one batch must not stop every later write: its callers see
+            // their reply dropped (an error), its transaction was rolled back, the
+            // connection goes back to the pool and the thread goes on.
+            tracing::error!(
+                "the SQLite writer panicked in a batch; none of its writes were acknowledged"
+            );
+            break;
         }
-        Err(err) => fail_all(batch, &sqlite_error(err)),
+        if since.elapsed() >= HOLD_AT_MOST {
+            break;
+        }
+        match requests.try_recv() {
+            Ok(next) => batch = gather(next, requests),
+            Err(_) => break,
+        }
     }
+    drop(db);
     drop(locked);
 }
 
@@ -389,6 +385,12 @@ fn apply(db: &rusqlite::Connection, op: &WriteOp) -> StoreResult<()> {
         WriteOp::CreateOrg(op) => sqlite_writes::create_org(db, op),
         WriteOp::WriteOrg(op) => sqlite_writes::write_org(db, op),
         WriteOp::WriteMembership(op) => sqlite_writes::write_membership(db, op),
+        WriteOp::FanOut(op) => {
+            let covered = sqlite_outbox::fan_out_in(db, &op.secrets_key, op.limit, op.now_ms)?;
+            // Set on every run: a batch that is run again after a failure runs it again.
+            op.covered.store(covered, Ordering::Relaxed);
+            Ok(())
+        }
     }
 }
 
