@@ -220,7 +220,11 @@ mod tests {
         let waiting = writer_side(FINISH_AT + 10, false);
         waiting.after_batch(&writer);
         assert_eq!(waiting.wal_frames.load(Ordering::Relaxed), FINISH_AT + 10);
-        assert_eq!(db_len(), empty, "the writer copied before the thread caught up");
+        assert_eq!(
+            db_len(),
+            empty,
+            "the writer copied before the thread caught up"
+        );
 
         // Caught up: the writer copies the rest, and the log can start over.
         let ready = writer_side(FINISH_AT + 10, true);
