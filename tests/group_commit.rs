@@ -103,6 +103,13 @@ fn db_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("orgd.db").display())
 }
 
+/// A store on a new database in `dir`, with a key of its own.
+async fn fresh_store(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&db_url(dir), SecretsKey::generate())
+        .await
+        .unwrap()
+}
+
 /// What each write of the batch is, and what it must come back with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -349,11 +356,7 @@ async fn many_concurrent_writes_are_all_acknowledged_and_all_present_after_reope
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_write_gets_its_turn_while_batches_keep_coming() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(&db_url(&dir), SecretsKey::generate())
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(fresh_store(&dir).await);
     let stream_for = Duration::from_secs(3);
     let started = std::time::Instant::now();
     let mut writers = Vec::new();
@@ -408,9 +411,7 @@ async fn a_direct_write_gets_its_turn_while_batches_keep_coming() {
 #[tokio::test]
 async fn a_rename_in_place_moves_the_slug_and_a_taken_slug_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&db_url(&dir), SecretsKey::generate())
-        .await
-        .unwrap();
+    let store = fresh_store(&dir).await;
     let first = org("first");
     let second = org("second");
     create(&store, &first).await.unwrap();
@@ -470,11 +471,7 @@ async fn a_failed_fan_out_step_fails_no_write_of_its_batch_and_loses_no_event() 
     use orgd::store::outbox::OutboxStore;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(&db_url(&dir), SecretsKey::generate())
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(fresh_store(&dir).await);
     let created = time::now() - jiff::SignedDuration::from_secs(1);
     let endpoint = orgd::domain::webhook::Endpoint {
         id: orgd::domain::ids::WebhookId::generate(),

@@ -27,9 +27,9 @@ const PUMP_BATCH: u32 = 500;
 /// fan-out cursor; on PostgreSQL the numbering too): under a stream of writes, a
 /// round per commit doubled the syncs and, before the SQLite fan-out moved into the
 /// group committer's batches, made the committer wait for the one connection
-/// (bench/README.md, sessions 5 and 6). Spaced out, one round covers every commit of the
-/// gap; an idle pump still answers the first commit at once, and feed streams and
-/// webhooks are at most this much later under load.
+/// (bench/README.md, sessions 5 and 6). Spaced out, one round covers every commit
+/// of the gap; an idle pump still answers the first commit at once, and feed
+/// streams and webhooks are at most this much later under load.
 const BUSY_ROUND_GAP: Duration = Duration::from_millis(25);
 
 /// How handlers and feed readers talk to the background tasks.
