@@ -8,7 +8,10 @@
 
 mod key_cache;
 pub mod outbox;
+mod pg_batcher;
+mod pg_group_commit;
 mod pg_key_cache;
+mod pg_point_reads;
 pub mod postgres;
 mod postgres_outbox;
 mod sealed_secrets;

@@ -3,8 +3,9 @@
 //!
 //! Guarantees match the SQLite store's, by different means: an update that leaves
 //! the org live, under the same parent and with the same domains is one guarded
-//! statement (the row lock is taken by its UPDATE and the event is inserted under
-//! it); any other update locks the row (`FOR UPDATE`) for its read-check-write;
+//! statement, shared with the other such updates of the moment (the row lock is
+//! taken by its UPDATE and the event is inserted under it; pg_group_commit.rs);
+//! any other update locks the row (`FOR UPDATE`) for its read-check-write;
 //! transactions that
 //! rely on tree facts (a move, a delete, a restore, a create under a parent) run
 //! SERIALIZABLE so two concurrent moves cannot build a cycle; serialization
@@ -22,7 +23,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{ConnectOptions, Postgres, Row};
 
 use super::key_cache::KeyCache;
+use super::pg_group_commit::{InPlaceRow, InPlaceWrites};
 use super::pg_key_cache;
+use super::pg_point_reads::IdReads;
 use super::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult};
 use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
 use crate::domain::event::Event;
@@ -45,6 +48,10 @@ pub struct PgStore {
     /// Valid API keys, while PostgreSQL notifies us of key changes.
     keys: Arc<KeyCache>,
     key_listener: tokio::task::JoinHandle<()>,
+    /// Batches the common update from concurrent requests into one statement.
+    in_place: InPlaceWrites,
+    /// Batches reads of one org by id from concurrent requests into one statement.
+    by_id: IdReads,
     /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
     pub(super) secrets_key: SecretsKey,
 }
@@ -88,10 +95,14 @@ impl PgStore {
             .await
             .context("cannot apply PostgreSQL migrations")?;
         let (keys, key_listener) = pg_key_cache::start(pool.clone());
+        let in_place = InPlaceWrites::start(pool.clone());
+        let by_id = IdReads::start(pool.clone());
         Ok(Self {
             pool,
             keys,
             key_listener,
+            in_place,
+            by_id,
             secrets_key,
         })
     }
@@ -108,7 +119,7 @@ impl Drop for PgStore {
     }
 }
 
-fn sqlstate(err: &sqlx::Error) -> Option<String> {
+pub(super) fn sqlstate(err: &sqlx::Error) -> Option<String> {
     match err {
         sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
         _ => None,
@@ -139,7 +150,7 @@ pub(super) fn db_error(err: sqlx::Error) -> StoreError {
     }
 }
 
-fn is_retryable_code(code: &str) -> bool {
+pub(super) fn is_retryable_code(code: &str) -> bool {
     code == "40001" || code == "40P01"
 }
 
@@ -154,7 +165,7 @@ fn is_retryable(err: &StoreError) -> bool {
 }
 
 /// Maps a unique violation to the constraint its index name stands for.
-fn constraint_error(err: sqlx::Error) -> StoreError {
+pub(super) fn constraint_error(err: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &err {
         if db.is_unique_violation() {
             match db.constraint() {
@@ -481,12 +492,12 @@ impl PgStore {
     }
 
     /// The common update — the org stays live, under the same parent, with the same
-    /// domains — as one autocommit statement: the guarded UPDATE takes the row lock
-    /// and the event is inserted under it, atomically, in one round trip instead of
-    /// five (BEGIN, SELECT … FOR UPDATE, UPDATE, INSERT, COMMIT). It touches no tree
-    /// fact and no domain row, so READ COMMITTED is enough. `false` when the guard
-    /// does not hold (a stale version, a move, a delete or restore, new domains, a
-    /// missing row): the full transaction then decides, and answers the precise error.
+    /// domains — as a guarded UPDATE that takes the row lock, with the event
+    /// inserted under it, in one statement shared with the other requests' updates
+    /// of the moment (store/pg_group_commit.rs). It touches no tree fact and no
+    /// domain row, so READ COMMITTED is enough. `false` when the guard does not hold
+    /// (a stale version, a move, a delete or restore, new domains, a missing row):
+    /// the full transaction then decides, and answers the precise error.
     async fn write_org_in_place(
         &self,
         org_id: &OrgId,
@@ -494,37 +505,25 @@ impl PgStore {
         org: &Organization,
         event: &Event,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "WITH updated AS (
-                 UPDATE organizations
-                    SET slug = $2, name = $3, enabled = $5, version = $6,
-                        updated_at = $7::timestamptz, doc = $8::jsonb
-                  WHERE id = $1 AND version = $9 AND deleted_at IS NULL
-                    AND parent_id IS NOT DISTINCT FROM $4
-                    AND doc -> 'domains' = $10::jsonb
-              RETURNING id)
-             INSERT INTO events (id, org_id, type, version, occurred_at, doc)
-             SELECT $11, id, $12, $13, $14::timestamptz, $15::jsonb FROM updated",
-        )
-        .bind(org_id.to_string())
-        .bind(org.slug.as_str())
-        .bind(org.name.as_str())
-        .bind(org.parent_id.map(|p| p.to_string()))
-        .bind(org.enabled)
-        .bind(org.version)
-        .bind(time::format(org.updated_at))
-        .bind(encode(org)?)
-        .bind(expected_version)
-        .bind(encode(&org.domains)?)
-        .bind(event.id.to_string())
-        .bind(event.event_type.as_str())
-        .bind(event.version)
-        .bind(time::format(event.occurred_at))
-        .bind(encode(event)?)
-        .execute(&self.pool)
-        .await
-        .map_err(constraint_error)?;
-        Ok(done.rows_affected() == 1)
+        self.in_place
+            .write(InPlaceRow {
+                org_id: org_id.to_string(),
+                expected_version,
+                slug: org.slug.as_str().to_owned(),
+                name: org.name.as_str().to_owned(),
+                parent_id: org.parent_id.map(|p| p.to_string()),
+                enabled: org.enabled,
+                version: org.version,
+                updated_at: time::format(org.updated_at),
+                doc: encode(org)?,
+                domains: encode(&org.domains)?,
+                event_id: event.id.to_string(),
+                event_type: event.event_type.as_str().to_owned(),
+                event_version: event.version,
+                occurred_at: time::format(event.occurred_at),
+                event_doc: encode(event)?,
+            })
+            .await
     }
 
     async fn write_org_once(
@@ -613,10 +612,8 @@ impl Store for PgStore {
     async fn find_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>> {
         let doc: Option<String> = match lookup {
             OrgLookup::Id(id) => {
-                sqlx::query_scalar("SELECT doc::text FROM organizations WHERE id = $1")
-                    .bind(id.to_string())
-                    .fetch_optional(&self.pool)
-                    .await
+                let doc = self.by_id.doc(id.to_string()).await?;
+                return doc.as_deref().map(decode_org).transpose();
             }
             OrgLookup::Slug(slug) => {
                 sqlx::query_scalar(

@@ -1,0 +1,172 @@
+//! Group commit of in-place updates on PostgreSQL: the common update (the org stays
+//! live, under the same parent, with the same domains; see
+//! `PgStore::write_org_in_place`) from many requests goes out as one guarded
+//! statement that updates every row and inserts every event, and commits once.
+//!
+//! Why, and how requests are gathered: store/pg_batcher.rs.
+//!
+//! Each request keeps its own outcome: the statement's guard is per row, so a row
+//! whose guard fails (a stale version, a move, new domains …) is simply not updated
+//! and its caller falls back to the full transaction, which answers the precise
+//! error. If the statement as a whole fails (a unique slug taken by one row, a
+//! deadlock with another process), the batch is re-run one row per statement, so
+//! one request's failure never fails its neighbours. No two rows of one batch name
+//! the same org: a later write to an org already in the batch waits for the next.
+
+use std::collections::HashSet;
+
+use sqlx::PgPool;
+
+use super::pg_batcher::{Batcher, Request};
+use super::postgres::{constraint_error, is_retryable_code, sqlstate};
+use super::StoreResult;
+
+/// Rows per statement: enough to amortize the per-statement cost, small enough that
+/// the arrays stay cheap to encode and a re-run of a failed batch stays short.
+const MAX_BATCH: usize = 64;
+/// Statements in flight at once, each on its own pooled connection: while one
+/// waits for its commit the next gathers and executes. 1, 2, 4 and 8 were measured
+/// (bench/README.md, session 7); more made it slower.
+const WORKERS: usize = 2;
+
+/// One in-place update with its event, encoded for the statement.
+#[derive(Debug, Clone)]
+pub(super) struct InPlaceRow {
+    pub org_id: String,
+    pub expected_version: i64,
+    pub slug: String,
+    pub name: String,
+    pub parent_id: Option<String>,
+    pub enabled: bool,
+    pub version: i64,
+    pub updated_at: String,
+    pub doc: String,
+    pub domains: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub event_version: i64,
+    pub occurred_at: String,
+    pub event_doc: String,
+}
+
+/// The handle the store keeps; the workers end when it is dropped.
+pub(super) struct InPlaceWrites(Batcher<InPlaceRow, bool>);
+
+impl InPlaceWrites {
+    /// Starts the workers on the current tokio runtime.
+    pub fn start(pool: PgPool) -> Self {
+        Self(Batcher::start(
+            "PostgreSQL update batches",
+            WORKERS,
+            MAX_BATCH,
+            move |batch| {
+                let pool = pool.clone();
+                async move {
+                    let mut batch = batch;
+                    while !batch.is_empty() {
+                        let (now, later) = split_repeats(batch);
+                        commit(&pool, now).await;
+                        batch = later;
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Queues the update and waits for the commit of the statement that carries it:
+    /// `true` when it was applied, `false` when its guard did not hold.
+    pub async fn write(&self, row: InPlaceRow) -> StoreResult<bool> {
+        self.0.ask(row).await
+    }
+}
+
+type Write = Request<InPlaceRow, bool>;
+
+/// The first request for each org, and the rest (in arrival order), so that one
+/// statement never updates an org twice: PostgreSQL would apply one of the two,
+/// and which one could not be told from the result.
+fn split_repeats(batch: Vec<Write>) -> (Vec<Write>, Vec<Write>) {
+    let mut seen = HashSet::with_capacity(batch.len());
+    batch
+        .into_iter()
+        .partition(|r| seen.insert(r.item.org_id.clone()))
+}
+
+/// Commits the batch as one statement and answers each request; re-runs it one
+/// row at a time if the statement fails.
+async fn commit(pool: &PgPool, batch: Vec<Write>) {
+    let rows: Vec<&InPlaceRow> = batch.iter().map(|r| &r.item).collect();
+    match execute(pool, &rows).await {
+        Ok(applied) => {
+            for request in batch {
+                let done = applied.contains(&request.item.org_id);
+                request.answer(Ok(done));
+            }
+        }
+        Err(err) if batch.len() == 1 => {
+            let outcome = match sqlstate(&err) {
+                // Lost a deadlock or was cancelled by a conflict: the full
+                // transaction (which retries) decides.
+                Some(code) if is_retryable_code(&code) => Ok(false),
+                _ => Err(constraint_error(err)),
+            };
+            if let Some(request) = batch.into_iter().next() {
+                request.answer(outcome);
+            }
+        }
+        Err(_) => {
+            // Whose row broke the statement is not known: each row alone says.
+            for request in batch {
+                Box::pin(commit(pool, vec![request])).await;
+            }
+        }
+    }
+}
+
+/// The guarded update of every row and the insert of the events of those updated,
+/// in one statement (so one commit); the ids of the orgs updated.
+async fn execute(pool: &PgPool, rows: &[&InPlaceRow]) -> Result<HashSet<String>, sqlx::Error> {
+    fn column<'a, T>(rows: &[&'a InPlaceRow], field: impl Fn(&'a InPlaceRow) -> T) -> Vec<T> {
+        rows.iter().map(|r| field(r)).collect()
+    }
+    let updated: Vec<String> = sqlx::query_scalar(
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                                  $6::boolean[], $7::bigint[], $8::text[], $9::text[], $10::text[],
+                                  $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[])
+                 AS i(id, expected_version, slug, name, parent_id, enabled, version, updated_at,
+                      doc, domains, event_id, event_type, event_version, occurred_at, event_doc)),
+         updated AS (
+             UPDATE organizations o
+                SET slug = i.slug, name = i.name, enabled = i.enabled, version = i.version,
+                    updated_at = i.updated_at::timestamptz, doc = i.doc::jsonb
+               FROM input i
+              WHERE o.id = i.id AND o.version = i.expected_version AND o.deleted_at IS NULL
+                AND o.parent_id IS NOT DISTINCT FROM i.parent_id
+                AND o.doc -> 'domains' = i.domains::jsonb
+          RETURNING o.id)
+         INSERT INTO events (id, org_id, type, version, occurred_at, doc)
+         SELECT i.event_id, i.id, i.event_type, i.event_version, i.occurred_at::timestamptz,
+                i.event_doc::jsonb
+           FROM input i JOIN updated u ON u.id = i.id
+         RETURNING org_id",
+    )
+    .bind(column(rows, |r| r.org_id.as_str()))
+    .bind(column(rows, |r| r.expected_version))
+    .bind(column(rows, |r| r.slug.as_str()))
+    .bind(column(rows, |r| r.name.as_str()))
+    .bind(column(rows, |r| r.parent_id.as_deref()))
+    .bind(column(rows, |r| r.enabled))
+    .bind(column(rows, |r| r.version))
+    .bind(column(rows, |r| r.updated_at.as_str()))
+    .bind(column(rows, |r| r.doc.as_str()))
+    .bind(column(rows, |r| r.domains.as_str()))
+    .bind(column(rows, |r| r.event_id.as_str()))
+    .bind(column(rows, |r| r.event_type.as_str()))
+    .bind(column(rows, |r| r.event_version))
+    .bind(column(rows, |r| r.occurred_at.as_str()))
+    .bind(column(rows, |r| r.event_doc.as_str()))
+    .fetch_all(pool)
+    .await?;
+    Ok(updated.into_iter().collect())
+}
