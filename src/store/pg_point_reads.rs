@@ -14,8 +14,11 @@ use super::{StoreError, StoreResult};
 
 /// Ids per statement.
 const MAX_BATCH: usize = 64;
-/// Statements in flight at once (bench/README.md, session 7).
-const WORKERS: usize = 2;
+/// Statements in flight at once. One gave the most reads (22.0k/21.7k GET/s
+/// against 18.1k/20.2k with two and 16.9k/17.9k with four, bench/README.md session
+/// 7): a read waits for no commit, so a second statement in flight mostly splits
+/// the batch in two.
+const WORKERS: usize = 1;
 
 /// The handle the store keeps; the workers end when it is dropped.
 pub(super) struct IdReads(Batcher<String, Option<String>>);
