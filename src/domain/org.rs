@@ -87,39 +87,68 @@ impl Organization {
         self.deleted_at.is_none()
     }
 
-    /// The writable fields as JSON, keyed by field name: what diffs compare.
+    /// The writable fields as JSON, keyed by field name.
     pub fn writable_values(&self) -> BTreeMap<Field, serde_json::Value> {
+        Field::ALL
+            .iter()
+            .map(|&field| (field, self.writable_value(field)))
+            .collect()
+    }
+
+    /// One writable field as JSON: what diffs compare and events record.
+    pub fn writable_value(&self, field: Field) -> serde_json::Value {
         fn json<T: Serialize>(value: &T) -> serde_json::Value {
             // Plain data structs with string keys always serialize.
             serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
         }
-        Field::ALL
-            .iter()
-            .map(|&field| {
-                let value = match field {
-                    Field::Slug => json(&self.slug),
-                    Field::Name => json(&self.name),
-                    Field::AliasName => json(&self.alias_name),
-                    Field::Description => json(&self.description),
-                    Field::Enabled => json(&self.enabled),
-                    Field::Domains => json(&self.domains),
-                    Field::PrimaryDomain => json(&self.primary_domain),
-                    Field::LogoUrl => json(&self.logo_url),
-                    Field::Website => json(&self.website),
-                    Field::Phone => json(&self.phone),
-                    Field::Address => json(&self.address),
-                    Field::IsBusiness => json(&self.is_business),
-                    Field::MfaRequired => json(&self.mfa_required),
-                    Field::TimeZone => json(&self.time_zone),
-                    Field::ParentId => json(&self.parent_id),
-                    Field::SubscriptionId => json(&self.subscription_id),
-                    Field::AppIds => json(&self.app_ids),
-                    Field::Policy => json(&self.policy),
-                    Field::Metadata => json(&self.metadata),
-                };
-                (field, value)
-            })
-            .collect()
+        match field {
+            Field::Slug => json(&self.slug),
+            Field::Name => json(&self.name),
+            Field::AliasName => json(&self.alias_name),
+            Field::Description => json(&self.description),
+            Field::Enabled => json(&self.enabled),
+            Field::Domains => json(&self.domains),
+            Field::PrimaryDomain => json(&self.primary_domain),
+            Field::LogoUrl => json(&self.logo_url),
+            Field::Website => json(&self.website),
+            Field::Phone => json(&self.phone),
+            Field::Address => json(&self.address),
+            Field::IsBusiness => json(&self.is_business),
+            Field::MfaRequired => json(&self.mfa_required),
+            Field::TimeZone => json(&self.time_zone),
+            Field::ParentId => json(&self.parent_id),
+            Field::SubscriptionId => json(&self.subscription_id),
+            Field::AppIds => json(&self.app_ids),
+            Field::Policy => json(&self.policy),
+            Field::Metadata => json(&self.metadata),
+        }
+    }
+
+    /// Whether `other` holds the same value in `field`: lets a diff skip turning
+    /// unchanged fields into JSON, which was most of its cost (bench/README.md,
+    /// session 7).
+    pub fn same_value(&self, other: &Self, field: Field) -> bool {
+        match field {
+            Field::Slug => self.slug == other.slug,
+            Field::Name => self.name == other.name,
+            Field::AliasName => self.alias_name == other.alias_name,
+            Field::Description => self.description == other.description,
+            Field::Enabled => self.enabled == other.enabled,
+            Field::Domains => self.domains == other.domains,
+            Field::PrimaryDomain => self.primary_domain == other.primary_domain,
+            Field::LogoUrl => self.logo_url == other.logo_url,
+            Field::Website => self.website == other.website,
+            Field::Phone => self.phone == other.phone,
+            Field::Address => self.address == other.address,
+            Field::IsBusiness => self.is_business == other.is_business,
+            Field::MfaRequired => self.mfa_required == other.mfa_required,
+            Field::TimeZone => self.time_zone == other.time_zone,
+            Field::ParentId => self.parent_id == other.parent_id,
+            Field::SubscriptionId => self.subscription_id == other.subscription_id,
+            Field::AppIds => self.app_ids == other.app_ids,
+            Field::Policy => self.policy == other.policy,
+            Field::Metadata => self.metadata == other.metadata,
+        }
     }
 }
 

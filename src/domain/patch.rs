@@ -333,10 +333,16 @@ fn validate_merged(org: &Organization, errored: &BTreeSet<Field>) -> Vec<FieldEr
 /// Every value that differs between two organizations' writable fields, keyed by
 /// pointer; objects are compared key by key, anything else as a whole.
 pub fn diff(before: &Organization, after: &Organization) -> Changes {
-    let (old, new) = (before.writable_values(), after.writable_values());
     let mut changes = Changes::new();
     for field in Field::ALL {
-        diff_value(&field.pointer(), &old[&field], &new[&field], &mut changes);
+        if !before.same_value(after, field) {
+            diff_value(
+                &field.pointer(),
+                &before.writable_value(field),
+                &after.writable_value(field),
+                &mut changes,
+            );
+        }
     }
     changes
 }

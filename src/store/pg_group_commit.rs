@@ -64,7 +64,12 @@ impl InPlaceWrites {
                 async move {
                     let mut batch = batch;
                     while !batch.is_empty() {
-                        let (now, later) = split_repeats(batch);
+                        let (mut now, later) = split_repeats(batch);
+                        // Rows locked in id order in every batch (the plan takes
+                        // them in input order), so two batches in flight, here or
+                        // in another process, wait for each other instead of
+                        // deadlocking.
+                        now.sort_by(|a, b| a.item.org_id.cmp(&b.item.org_id));
                         commit(&pool, now).await;
                         batch = later;
                     }
