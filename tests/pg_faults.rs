@@ -21,6 +21,9 @@ use orgd::config::{ServeConfig, StoreConfig};
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
+    /// While cut: hold new connections open without an answer (a database behind
+    /// a network partition) instead of closing them.
+    hang: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
@@ -29,12 +32,17 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let hang = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (accept_up, accept_links) = (up.clone(), links.clone());
+        let (accept_up, accept_hang, accept_links) = (up.clone(), hang.clone(), links.clone());
         tokio::spawn(async move {
+            let mut held = Vec::new();
             while let Ok((mut client, _)) = listener.accept().await {
                 if !accept_up.load(Ordering::SeqCst) {
-                    continue; // dropped: connection closed at once
+                    if accept_hang.load(Ordering::SeqCst) {
+                        held.push(client);
+                    }
+                    continue; // else dropped: connection closed at once
                 }
                 let upstream = upstream.clone();
                 let task = tokio::spawn(async move {
@@ -45,7 +53,12 @@ impl Proxy {
                 accept_links.lock().unwrap().push(task.abort_handle());
             }
         });
-        Proxy { port, up, links }
+        Proxy {
+            port,
+            up,
+            hang,
+            links,
+        }
     }
 
     fn cut(&self) {
@@ -55,7 +68,13 @@ impl Proxy {
         }
     }
 
+    /// From now on, while cut, new connections hang instead of being closed.
+    fn hang(&self) {
+        self.hang.store(true, Ordering::SeqCst);
+    }
+
     fn restore(&self) {
+        self.hang.store(false, Ordering::SeqCst);
         self.up.store(true, Ordering::SeqCst);
     }
 }
@@ -115,6 +134,23 @@ async fn a_lost_database_gives_fast_503s_and_orgd_recovers_when_it_returns() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    // Orgs this process wrote, so their updates go straight to the batched write
+    // (it keeps a copy of what it wrote) and their reads to the batched read.
+    let mut others = Vec::new();
+    for i in 0..12 {
+        let created: serde_json::Value = client
+            .post(format!("{base}/v1/organizations"))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "application/json")
+            .body(json!({ "name": format!("Other {i}") }).to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        others.push(created["id"].as_str().unwrap().to_owned());
+    }
 
     proxy.cut();
     for attempt in 0..3 {
@@ -126,6 +162,42 @@ async fn a_lost_database_gives_fast_503s_and_orgd_recovers_when_it_returns() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["code"], "unavailable");
         assert!(elapsed < Duration::from_secs(8), "took {elapsed:?} to fail");
+    }
+    // Many at once, with the database now silent rather than refusing: connecting
+    // waits out the pool's 3 s timeout. The requests share batches, and a batch
+    // the database never ran fails every request in it at once, not one after
+    // another, each waiting out the timeout again.
+    proxy.hang();
+    let mut calls = Vec::new();
+    for id in &others {
+        for write in [true, false] {
+            let request = if write {
+                client
+                    .patch(format!("{base}/v1/organizations/{id}"))
+                    .header("content-type", "application/json")
+                    .body(json!({ "description": "during outage" }).to_string())
+            } else {
+                client.get(format!("{base}/v1/organizations/{id}"))
+            };
+            let request = request
+                .bearer_auth(ADMIN_KEY)
+                .timeout(Duration::from_secs(30));
+            calls.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let status = request.send().await.map(|r| r.status().as_u16());
+                (status, started.elapsed())
+            }));
+        }
+    }
+    for call in calls {
+        let (status, elapsed) = call.await.unwrap();
+        assert_eq!(status.ok(), Some(503));
+        // At most two timeouts: the batch ahead of its own, and its own. One
+        // timeout per request, one after another, would be 12 × 3 s.
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "took {elapsed:?} to fail"
+        );
     }
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);

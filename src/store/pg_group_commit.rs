@@ -17,8 +17,8 @@ use std::collections::HashSet;
 
 use sqlx::PgPool;
 
-use super::pg_batcher::{Batcher, Request};
-use super::postgres::{constraint_error, is_retryable_code, sqlstate};
+use super::pg_batcher::{fail_all, Batcher, Request};
+use super::postgres::{constraint_error, db_error, is_retryable_code, sqlstate};
 use super::StoreResult;
 
 /// Rows per statement: enough to amortize the per-statement cost, small enough that
@@ -119,12 +119,17 @@ async fn commit(pool: &PgPool, batch: Vec<Write>) {
                 request.answer(outcome);
             }
         }
-        Err(_) => {
-            // Whose row broke the statement is not known: each row alone says.
+        Err(sqlx::Error::Database(_)) => {
+            // A row broke the statement (a taken slug, a deadlock), but which one
+            // is not known: each row alone says.
             for request in batch {
                 Box::pin(commit(pool, vec![request])).await;
             }
         }
+        // The database did not run it (unreachable, no connection free): every
+        // row would fail alike, and one after another each would wait out the
+        // pool's timeout again.
+        Err(err) => fail_all(batch, db_error(err)),
     }
 }
 

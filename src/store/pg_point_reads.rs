@@ -8,9 +8,9 @@ use std::collections::HashMap;
 
 use sqlx::PgPool;
 
-use super::pg_batcher::{Batcher, Request};
+use super::pg_batcher::{fail_all, Batcher, Request};
 use super::postgres::db_error;
-use super::{StoreError, StoreResult};
+use super::StoreResult;
 
 /// Ids per statement.
 const MAX_BATCH: usize = 64;
@@ -58,19 +58,6 @@ async fn read(pool: &PgPool, batch: Vec<Request<String, Option<String>>>) {
                 request.answer(Ok(doc));
             }
         }
-        Err(err) => {
-            // One failure for every request of the batch, each its own copy.
-            let failure = db_error(err);
-            let message = format!("{failure:#}");
-            let unavailable = matches!(failure, StoreError::Unavailable(_));
-            for request in batch {
-                let cause = anyhow::anyhow!("{message}");
-                request.answer(Err(if unavailable {
-                    StoreError::Unavailable(cause)
-                } else {
-                    StoreError::Other(cause)
-                }));
-            }
-        }
+        Err(err) => fail_all(batch, db_error(err)),
     }
 }
