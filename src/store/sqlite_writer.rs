@@ -200,7 +200,17 @@ fn run(
                 continue;
             }
         };
-        hold(runtime, &mut conn, first, &mut requests, stats, checkpoints);
+        // A batch guards itself (see `hold`); this guards the rest of the cycle —
+        // gathering, lingering — where a panic would otherwise end the thread and
+        // fail every later write (session 6 found one: a timer made outside the
+        // runtime). The unwinding stops here, before the connection is dropped
+        // outside the runtime.
+        let held = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            hold(runtime, &mut conn, first, &mut requests, stats, checkpoints)
+        }));
+        if held.is_err() {
+            tracing::error!("the SQLite writer panicked between batches; it goes on");
+        }
         // sqlx hands the connection back to the pool on a runtime task.
         let _runtime = runtime.enter();
         drop(conn);
