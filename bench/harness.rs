@@ -1144,6 +1144,9 @@ async fn grow_postgres(url: &str, target: usize) -> anyhow::Result<Vec<String>> 
 /// chooses them at the large size: both must be index searches, not scans.
 async fn query_plans(db: &ScaleDb) -> anyhow::Result<String> {
     const BY_ID: &str = "SELECT doc FROM organizations WHERE id = 'org_01jd8c0v7qf3x9y2k5m6n8p4rs'";
+    // On PostgreSQL reads by id are batched (src/store/pg_point_reads.rs).
+    const BY_IDS: &str = "SELECT id, doc::text FROM organizations \
+                          WHERE id = ANY(ARRAY['org_01jd8c0v7qf3x9y2k5m6n8p4rs', 'org_01jd8c0v7qf3x9y2k5m6n8p4rt'])";
     const PAGE: &str = "SELECT doc FROM organizations WHERE deleted_at IS NULL \
                         AND id > 'org_01jd8c0v7qf3x9y2k5m6n8p4rs' ORDER BY id LIMIT 51";
     let mut out = String::new();
@@ -1162,7 +1165,7 @@ async fn query_plans(db: &ScaleDb) -> anyhow::Result<String> {
         }
         ScaleDb::Postgres(url) => {
             let mut conn = sqlx::PgConnection::connect(url).await?;
-            for (what, sql) in [("by id", BY_ID), ("page", PAGE)] {
+            for (what, sql) in [("by id", BY_IDS), ("page", PAGE)] {
                 let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
                     .fetch_all(&mut conn)
                     .await?;
