@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::TestApp;
-use orgd::domain::event::{Actor, ActorKind, EventContext, EventType};
+use orgd::domain::event::{EventContext, EventType};
 use orgd::domain::fields::{OrgName, Slug, Text};
 use orgd::domain::ids::OrgId;
 use orgd::domain::org::Organization;
@@ -21,14 +21,7 @@ use orgd::store::{Constraint, OrgLookup, StoreError};
 use sqlx::Connection;
 
 fn context() -> EventContext {
-    EventContext {
-        actor: Actor {
-            kind: ActorKind::ApiKey,
-            id: "key_test".into(),
-        },
-        request_id: "req-test".into(),
-        now: time::now(),
-    }
+    common::key_event_context()
 }
 
 async fn insert(app: &TestApp, slug: &str) -> Organization {

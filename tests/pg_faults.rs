@@ -125,12 +125,15 @@ async fn a_lost_database_gives_fast_503s_and_orgd_recovers_when_it_returns() {
             .timeout(Duration::from_secs(30))
             .send()
     };
-    let created = client
-        .post(format!("{base}/v1/organizations"))
-        .bearer_auth(ADMIN_KEY)
-        .header("content-type", "application/json")
-        .body(json!({"name": "Faulty", "slug": "faulty"}).to_string())
-        .send()
+    let create = |body: serde_json::Value| {
+        client
+            .post(format!("{base}/v1/organizations"))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let created = create(json!({"name": "Faulty", "slug": "faulty"}))
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
@@ -138,12 +141,7 @@ async fn a_lost_database_gives_fast_503s_and_orgd_recovers_when_it_returns() {
     // (it keeps a copy of what it wrote) and their reads to the batched read.
     let mut others = Vec::new();
     for i in 0..12 {
-        let created: serde_json::Value = client
-            .post(format!("{base}/v1/organizations"))
-            .bearer_auth(ADMIN_KEY)
-            .header("content-type", "application/json")
-            .body(json!({ "name": format!("Other {i}") }).to_string())
-            .send()
+        let created: serde_json::Value = create(json!({ "name": format!("Other {i}") }))
             .await
             .unwrap()
             .json()
@@ -227,17 +225,23 @@ async fn a_lost_database_gives_fast_503s_and_orgd_recovers_when_it_returns() {
     }
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    // Nothing the failed requests tried was written: one create, one update.
-    let org: serde_json::Value = client
-        .get(format!("{base}/v1/organizations/faulty"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Nothing the failed requests tried was written: one create, one update, and
+    // the others as created.
+    let get = |id: &str| {
+        client
+            .get(format!("{base}/v1/organizations/{id}"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+    };
+    let org: serde_json::Value = get("faulty").await.unwrap().json().await.unwrap();
     assert_eq!(org["version"], 2);
     assert_eq!(org["name"], "After recovery");
+    for id in &others {
+        let other: serde_json::Value = get(id).await.unwrap().json().await.unwrap();
+        assert_eq!(
+            (&other["version"], &other["description"]),
+            (&json!(1), &json!(null))
+        );
+    }
     server.stop().await;
 }

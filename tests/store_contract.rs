@@ -4,7 +4,7 @@
 mod common;
 
 use common::TestApp;
-use orgd::domain::event::{Actor, ActorKind, EventContext, EventType};
+use orgd::domain::event::{EventContext, EventType};
 use orgd::domain::fields::{DomainName, OrgName, Slug};
 use orgd::domain::hierarchy::HierarchyError;
 use orgd::domain::ids::OrgId;
@@ -14,14 +14,7 @@ use orgd::domain::time;
 use orgd::store::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, StoreError};
 
 fn context() -> EventContext {
-    EventContext {
-        actor: Actor {
-            kind: ActorKind::ApiKey,
-            id: "key_test".into(),
-        },
-        request_id: "req-test".into(),
-        now: time::now(),
-    }
+    common::key_event_context()
 }
 
 fn org(slug: &str, parent: Option<OrgId>) -> Organization {

@@ -550,3 +550,16 @@ impl TestApp {
         }
     }
 }
+
+/// The event context of a write made through the store directly, as an API key.
+pub fn key_event_context() -> orgd::domain::event::EventContext {
+    use orgd::domain::event::{Actor, ActorKind, EventContext};
+    EventContext {
+        actor: Actor {
+            kind: ActorKind::ApiKey,
+            id: "key_test".into(),
+        },
+        request_id: "req-test".into(),
+        now: orgd::domain::time::now(),
+    }
+}
