@@ -98,7 +98,7 @@ fn split_repeats(batch: Vec<Write>) -> (Vec<Write>, Vec<Write>) {
 }
 
 /// Commits the batch as one statement and answers each request; re-runs it one
-/// row at a time if the statement fails.
+/// row at a time if the database rejected the statement.
 async fn commit(pool: &PgPool, batch: Vec<Write>) {
     let rows: Vec<&InPlaceRow> = batch.iter().map(|r| &r.item).collect();
     match execute(pool, &rows).await {
