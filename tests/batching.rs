@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::TestApp;
+use common::{Hold, TestApp};
 use orgd::domain::event::{EventContext, EventType};
 use orgd::domain::fields::{OrgName, Slug, Text};
 use orgd::domain::ids::OrgId;
@@ -53,50 +53,6 @@ fn changed(current: &Organization, description: &str, slug: Option<&str>) -> Org
         next.slug = Slug::parse(slug).unwrap();
     }
     next
-}
-
-/// Holds every write to the store back until released: on PostgreSQL by locking
-/// the given orgs' rows from another connection (so the updates of those orgs
-/// block, and whatever is queued meanwhile goes out together after), on SQLite by
-/// holding the write lock.
-enum Hold {
-    Postgres(sqlx::PgConnection),
-    Sqlite(sqlx::SqliteConnection),
-}
-
-impl Hold {
-    async fn start(app: &TestApp, rows: &[&Organization]) -> Hold {
-        let url = app.database_url();
-        if app.on_postgres() {
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-            let ids: Vec<String> = rows.iter().map(|o| o.id.to_string()).collect();
-            sqlx::query("SELECT id FROM organizations WHERE id = ANY($1) FOR UPDATE")
-                .bind(&ids)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-            Hold::Postgres(conn)
-        } else {
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            Hold::Sqlite(conn)
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            Hold::Postgres(mut conn) => {
-                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
-            }
-            Hold::Sqlite(mut conn) => {
-                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
-            }
-        }
-    }
 }
 
 type Pending = tokio::task::JoinHandle<Result<(), StoreError>>;
@@ -169,7 +125,11 @@ async fn updates_released_together_each_get_their_own_answer() {
     let twice = insert(&app, "twice").await;
     let stale = insert(&app, "stale").await;
 
-    let hold = Hold::start(&app, &[&holders[0], &holders[1]]).await;
+    let hold = Hold::start(
+        &app,
+        &[holders[0].id.to_string(), holders[1].id.to_string()],
+    )
+    .await;
     // The holders' updates go first: on PostgreSQL they occupy the statements in
     // flight (blocked on the held rows), so everything after queues up behind them.
     let mut first = Vec::new();
@@ -261,7 +221,11 @@ async fn on_postgres_updates_queued_together_share_a_transaction() {
     for i in 0..20 {
         orgs.push(insert(&app, &format!("org-{i}")).await);
     }
-    let hold = Hold::start(&app, &[&holders[0], &holders[1]]).await;
+    let hold = Hold::start(
+        &app,
+        &[holders[0].id.to_string(), holders[1].id.to_string()],
+    )
+    .await;
     let mut first = Vec::new();
     for holder in &holders {
         first.push(spawn_write(&app, 1, changed(holder, "held", None)));

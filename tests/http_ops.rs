@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use common::process::ServeProcess;
-use common::{TestApp, TestResponse};
+use common::{Hold, TestApp, TestResponse};
 use orgd::config::StoreConfig;
 use orgd::domain::ids::WebhookId;
 use orgd::domain::secrets_key::SecretsKey;
@@ -956,4 +956,50 @@ async fn sigterm_lets_an_idle_server_exit_zero_promptly() {
         .send()
         .await
         .is_err());
+}
+
+/// A request in flight when the server starts draining is still answered, and its
+/// response says `connection: close`: the client then opens its next request
+/// elsewhere instead of sending it down a connection that is about to go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_in_flight_while_draining_says_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut app = TestApp::spawn().await;
+    let id = app.org_named("Draining").await;
+    let hold = Hold::start(&app, std::slice::from_ref(&id)).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = r#"{"description":"while draining"}"#;
+    let request = format!(
+        "PATCH /v1/organizations/{id} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        app.admin,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The update waits behind the held write; the server starts draining meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = app.server.take().expect("server running");
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the drain did not wait for the request"
+    );
+    hold.release().await;
+
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the server closed the connection after the response")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.contains("while draining"), "{text}");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stopped")
+        .unwrap();
 }

@@ -563,3 +563,47 @@ pub fn key_event_context() -> orgd::domain::event::EventContext {
         now: orgd::domain::time::now(),
     }
 }
+
+/// Holds every write to the store back until released: on PostgreSQL by locking
+/// the rows of the orgs with the given ids from another connection (so updates of
+/// those orgs block, and whatever is queued meanwhile goes out together after),
+/// on SQLite by holding the write lock.
+pub enum Hold {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl Hold {
+    pub async fn start(app: &TestApp, org_ids: &[String]) -> Hold {
+        use sqlx::Connection;
+        let url = app.database_url();
+        if app.on_postgres() {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+            sqlx::query("SELECT id FROM organizations WHERE id = ANY($1) FOR UPDATE")
+                .bind(org_ids)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            Hold::Postgres(conn)
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Hold::Sqlite(conn)
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            Hold::Postgres(mut conn) => {
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            }
+            Hold::Sqlite(mut conn) => {
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
