@@ -70,6 +70,21 @@ fn spawn_write(app: &TestApp, expected: i64, next: Organization) -> Pending {
     })
 }
 
+/// Holds writes back (`Hold`) behind two updates of held orgs that are already
+/// waiting: on PostgreSQL they occupy both statements in flight, so every update
+/// made before the release queues up behind them and goes out together.
+async fn hold_writes(app: &TestApp) -> (Hold, Vec<Pending>) {
+    let holders = [insert(app, "holder-a").await, insert(app, "holder-b").await];
+    let ids: Vec<String> = holders.iter().map(|o| o.id.to_string()).collect();
+    let hold = Hold::start(app, &ids).await;
+    let first = holders
+        .iter()
+        .map(|holder| spawn_write(app, 1, changed(holder, "held", None)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (hold, first)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Outcome {
     Ok,
@@ -105,10 +120,6 @@ async fn event_count(app: &TestApp, org: &Organization) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_released_together_each_get_their_own_answer() {
     let app = TestApp::spawn().await;
-    let holders = [
-        insert(&app, "holder-a").await,
-        insert(&app, "holder-b").await,
-    ];
     insert(&app, "taken").await;
     let mut plain = Vec::new();
     for i in 0..10 {
@@ -125,18 +136,7 @@ async fn updates_released_together_each_get_their_own_answer() {
     let twice = insert(&app, "twice").await;
     let stale = insert(&app, "stale").await;
 
-    let hold = Hold::start(
-        &app,
-        &[holders[0].id.to_string(), holders[1].id.to_string()],
-    )
-    .await;
-    // The holders' updates go first: on PostgreSQL they occupy the statements in
-    // flight (blocked on the held rows), so everything after queues up behind them.
-    let mut first = Vec::new();
-    for holder in &holders {
-        first.push(spawn_write(&app, 1, changed(holder, "held", None)));
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (hold, first) = hold_writes(&app).await;
     let mut writes: Vec<(&str, Organization, Pending)> = Vec::new();
     for org in &plain {
         let next = changed(org, "plain", None);
@@ -213,24 +213,11 @@ async fn on_postgres_updates_queued_together_share_a_transaction() {
         eprintln!("skipped here: runs in the PostgreSQL pass (ORGD_TEST_DATABASE_URL)");
         return;
     }
-    let holders = [
-        insert(&app, "holder-a").await,
-        insert(&app, "holder-b").await,
-    ];
     let mut orgs = Vec::new();
     for i in 0..20 {
         orgs.push(insert(&app, &format!("org-{i}")).await);
     }
-    let hold = Hold::start(
-        &app,
-        &[holders[0].id.to_string(), holders[1].id.to_string()],
-    )
-    .await;
-    let mut first = Vec::new();
-    for holder in &holders {
-        first.push(spawn_write(&app, 1, changed(holder, "held", None)));
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (hold, first) = hold_writes(&app).await;
     let writes: Vec<Pending> = orgs
         .iter()
         .map(|o| spawn_write(&app, 1, changed(o, "together", None)))

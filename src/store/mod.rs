@@ -181,6 +181,18 @@ pub enum StoreError {
     Other(#[from] anyhow::Error),
 }
 
+impl StoreError {
+    /// The same failure for one more request of a failed batch (errors are not
+    /// `Clone`): its message, and whether it is worth retrying (503) or not.
+    pub(crate) fn copied(&self) -> StoreError {
+        let cause = anyhow::anyhow!("{self:#}");
+        match self {
+            StoreError::Unavailable(_) => StoreError::Unavailable(cause),
+            _ => StoreError::Other(cause),
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]

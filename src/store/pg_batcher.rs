@@ -33,18 +33,10 @@ impl<T, A> Request<T, A> {
     }
 }
 
-/// Answers every request of a batch with the same failure (each its own copy:
-/// errors are not `Clone`), keeping whether it is worth retrying (503) or not.
+/// Answers every request of a batch with the same failure.
 pub(super) fn fail_all<T, A>(batch: Vec<Request<T, A>>, failure: StoreError) {
-    let message = format!("{failure:#}");
-    let unavailable = matches!(failure, StoreError::Unavailable(_));
     for request in batch {
-        let cause = anyhow::anyhow!("{message}");
-        request.answer(Err(if unavailable {
-            StoreError::Unavailable(cause)
-        } else {
-            StoreError::Other(cause)
-        }));
+        request.answer(Err(failure.copied()));
     }
 }
 

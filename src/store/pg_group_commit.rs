@@ -30,7 +30,7 @@ const MAX_BATCH: usize = 64;
 const WORKERS: usize = 2;
 
 /// One in-place update with its event, encoded for the statement.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct InPlaceRow {
     pub org_id: String,
     pub expected_version: i64,

@@ -324,7 +324,7 @@ impl Drop for RollbackOnExit<'_> {
 fn fail_all(batch: Vec<WriteRequest>, err: &StoreError) {
     tracing::warn!(error = %err, writes = batch.len(), "SQLite batch failed; none of its writes committed");
     for request in batch {
-        let _ = request.reply.send(Err(copy_error(err)));
+        let _ = request.reply.send(Err(err.copied()));
     }
 }
 
@@ -439,13 +439,4 @@ fn is_own_check(err: &StoreError) -> bool {
             | StoreError::Hierarchy(_)
             | StoreError::Member(_)
     )
-}
-
-/// The same failure for each request of a failed batch (errors are not `Clone`).
-fn copy_error(err: &StoreError) -> StoreError {
-    let cause = anyhow::anyhow!("{err:#}");
-    match err {
-        StoreError::Unavailable(_) => StoreError::Unavailable(cause),
-        _ => StoreError::Other(cause),
-    }
 }
