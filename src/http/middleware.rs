@@ -70,8 +70,20 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// The headers of SPEC §6 (seed 003's set), added where a handler has not set its own.
-pub fn security_headers() -> [(HeaderName, HeaderValue); 5] {
+/// Adds [`security_headers`] where a handler has not set its own.
+pub async fn add_security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in security_headers() {
+        if let header::Entry::Vacant(slot) = headers.entry(name) {
+            slot.insert(value);
+        }
+    }
+    response
+}
+
+/// The headers of SPEC §6 (seed 003's set).
+fn security_headers() -> [(HeaderName, HeaderValue); 5] {
     [
         (
             header::STRICT_TRANSPORT_SECURITY,
