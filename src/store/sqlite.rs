@@ -53,16 +53,6 @@ pub struct SqliteStore {
     pub(super) secrets_key: SecretsKey,
 }
 
-/// Bytes of the database file each connection reads through a memory map rather
-/// than `pread` into its own page cache. Without it a lookup that missed the
-/// connection's 2 MB cache cost a system call per page, and every connection kept
-/// its own copy of the hot pages; mapped, they share the kernel's copy. Measured
-/// with the bench (bench/README.md, "Session 8"): orgd's CPU per GET −10–15%, per
-/// PATCH −8%. The mapped pages are the kernel's page cache: they count in the
-/// process's RSS (as shared file pages, up to the size of the database) but are
-/// not heap and are reclaimed under memory pressure.
-pub(super) const MMAP_SIZE: i64 = 256 * 1024 * 1024;
-
 impl SqliteStore {
     /// Connects, migrates, refuses a secrets key other than the one the stored
     /// secrets are sealed with, and seals secrets older versions stored in clear.
@@ -82,8 +72,7 @@ impl SqliteStore {
             // survives a power cut (NORMAL would only survive a process crash).
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("mmap_size", MMAP_SIZE.to_string());
+            .busy_timeout(Duration::from_secs(10));
         // No ping before lending a connection (sqlx's default): for SQLite it is
         // one more hop to the connection's thread per statement, and an open file
         // does not go stale the way a network connection does.
@@ -107,7 +96,7 @@ impl SqliteStore {
         // One per runtime thread and a few more, so a reader rarely finds them all
         // taken (tests run several runtimes against one store).
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let point = PointReads::open(options.get_filename(), threads * 2 + 2, MMAP_SIZE)
+        let point = PointReads::open(options.get_filename(), threads * 2 + 2)
             .context("cannot open SQLite point readers")?;
         let checkpoints = Checkpoints::start(options.get_filename())
             .context("cannot start the SQLite checkpoint thread")?;

@@ -100,7 +100,7 @@ mod tests {
                 )
                 .expect("counter");
         }
-        let point = PointReads::open(&path, 2, 0).expect("readers");
+        let point = PointReads::open(&path, 2).expect("readers");
         (dir, writer, point)
     }
 

@@ -26,9 +26,8 @@ pub(super) struct PointReads {
 }
 
 impl PointReads {
-    /// Opens `count` read-only connections to the (already migrated) database
-    /// file, each mapping up to `mmap_size` bytes of it.
-    pub(super) fn open(path: &Path, count: usize, mmap_size: i64) -> anyhow::Result<Self> {
+    /// Opens `count` read-only connections to the (already migrated) database file.
+    pub(super) fn open(path: &Path, count: usize) -> anyhow::Result<Self> {
         let conns = (0..count.max(1))
             .map(|_| {
                 let conn = Connection::open_with_flags(
@@ -41,7 +40,6 @@ impl PointReads {
                 // from being held long, and the request then answers 503.
                 conn.busy_timeout(Duration::from_millis(500))?;
                 conn.set_prepared_statement_cache_capacity(32);
-                conn.pragma_update(None, "mmap_size", mmap_size)?;
                 Ok(Mutex::new(conn))
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
