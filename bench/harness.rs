@@ -101,6 +101,11 @@ struct Load {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// The server's CPU time per request during the load (user + system, all its
+    /// threads), in µs; NaN where not measured. Steadier than the rate on a noisy
+    /// host, and it says what a request costs the server apart from the load
+    /// generator that shares the machine.
+    server_us: f64,
 }
 
 /// Every repetition of every measurement, by name.
@@ -110,8 +115,12 @@ struct Samples(BTreeMap<&'static str, Vec<Load>>);
 impl Samples {
     fn add(&mut self, name: &'static str, load: Load) {
         println!(
-            "  {name:<28} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
-            load.rate, load.p50_ms, load.p99_ms, load.errors
+            "  {name:<28} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}  server CPU {} µs/req",
+            load.rate,
+            load.p50_ms,
+            load.p99_ms,
+            load.errors,
+            fmt_opt(Some(load.server_us), 1)
         );
         self.0.entry(name).or_default().push(load);
     }
@@ -124,6 +133,7 @@ impl Samples {
             p50_ms: median(loads.iter().map(|l| l.p50_ms).collect()),
             p99_ms: median(loads.iter().map(|l| l.p99_ms).collect()),
             errors: loads.iter().map(|l| l.errors).sum(),
+            server_us: median(loads.iter().map(|l| l.server_us).collect()),
         })
     }
 
@@ -350,7 +360,38 @@ async fn wrk_for(
         p50_ms: n("p50_us") / 1000.0,
         p99_ms: n("p99_us") / 1000.0,
         errors,
+        server_us: f64::NAN,
     })
+}
+
+/// wrk against the server `pid`, with the server's CPU time per request.
+async fn wrk_on(
+    args: &Args,
+    pid: Option<u32>,
+    base: &str,
+    mode: &str,
+    ids: &Path,
+) -> anyhow::Result<Load> {
+    let before = pid.and_then(cpu_seconds);
+    let mut load = wrk(args, base, mode, ids).await?;
+    let after = pid.and_then(cpu_seconds);
+    if let (Some(before), Some(after)) = (before, after) {
+        let requests = load.rate * args.duration as f64;
+        load.server_us = (after - before) * 1e6 / requests;
+    }
+    Ok(load)
+}
+
+/// CPU time a process has used (user + system, all threads), in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces;
+    // utime and stime are fields 14 and 15, so the 12th and 13th after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // In USER_HZ, which Linux fixes at 100 for every user-space interface.
+    Some((utime + stime) / 100.0)
 }
 
 /// The SQLite baseline's table: as many rows as seeded organizations.
@@ -407,6 +448,7 @@ async fn sqlite_loop(path: &Path, rows: usize, duration: Duration) -> anyhow::Re
         p50_ms: percentile(&latencies, 50.0),
         p99_ms: percentile(&latencies, 99.0),
         errors: 0,
+        server_us: f64::NAN,
     })
 }
 
@@ -537,6 +579,7 @@ impl PgBench {
             p50_ms: percentile(&latencies, 50.0),
             p99_ms: percentile(&latencies, 99.0),
             errors: failed,
+            server_us: f64::NAN,
         })
     }
 }
@@ -583,18 +626,19 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 
 fn report(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| measurement | req/s | p50 ms | p99 ms | errors | peak RSS MB | ratio | target | met |\n\
-         |---|---:|---:|---:|---:|---:|---:|---|---|\n",
+        "| measurement | req/s | p50 ms | p99 ms | errors | server CPU µs/req | peak RSS MB | ratio | target | met |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
     );
     for row in rows {
         let l = row.load;
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.name,
             fmt_opt(l.map(|l| l.rate), 0),
             fmt_opt(l.map(|l| l.p50_ms), 2),
             fmt_opt(l.map(|l| l.p99_ms), 2),
             l.map_or_else(|| "–".into(), |l| l.errors.to_string()),
+            fmt_opt(l.map(|l| l.server_us), 1),
             fmt_opt(row.rss_mb, 1),
             row.ratio
                 .map_or_else(|| "–".into(), |(r, of)| format!("{r:.2}× {of}")),
@@ -700,13 +744,30 @@ async fn main() -> anyhow::Result<()> {
         );
         samples.add(
             "sqlite_patch",
-            wrk(&args, &sqlite.base(), "patch", &sqlite_ids).await?,
+            wrk_on(
+                &args,
+                Some(sqlite.pid()),
+                &sqlite.base(),
+                "patch",
+                &sqlite_ids,
+            )
+            .await?,
         );
         samples.add(
             "sqlite_get",
-            wrk(&args, &sqlite.base(), "get", &sqlite_ids).await?,
+            wrk_on(
+                &args,
+                Some(sqlite.pid()),
+                &sqlite.base(),
+                "get",
+                &sqlite_ids,
+            )
+            .await?,
         );
-        samples.add("bare_axum", wrk(&args, &bare_base, "bare", &none).await?);
+        samples.add(
+            "bare_axum",
+            wrk_on(&args, bare.id(), &bare_base, "bare", &none).await?,
+        );
         if let Some((bench, server, ids, _)) = &pg {
             samples.add(
                 "pgbench",
@@ -720,8 +781,15 @@ async fn main() -> anyhow::Result<()> {
                     )
                     .await?,
             );
-            samples.add("pg_patch", wrk(&args, &server.base(), "patch", ids).await?);
-            samples.add("pg_get", wrk(&args, &server.base(), "get", ids).await?);
+            let pid = Some(server.pid());
+            samples.add(
+                "pg_patch",
+                wrk_on(&args, pid, &server.base(), "patch", ids).await?,
+            );
+            samples.add(
+                "pg_get",
+                wrk_on(&args, pid, &server.base(), "get", ids).await?,
+            );
         }
     }
 
@@ -1216,7 +1284,7 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
                 .context("cannot run perf (apt-get install linux-perf)")?,
         )
     };
-    let load = wrk(args, &server.base(), mode, &ids_file).await?;
+    let load = wrk_on(args, Some(server.pid()), &server.base(), mode, &ids_file).await?;
     if let Some(mut perf) = perf {
         // perf writes its file when interrupted.
         let _ = Command::new("kill")
@@ -1226,8 +1294,12 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
         let _ = perf.wait().await;
     }
     println!(
-        "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {}",
-        load.rate, load.p50_ms, load.p99_ms, load.errors
+        "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {} server CPU {} µs/req",
+        load.rate,
+        load.p50_ms,
+        load.p99_ms,
+        load.errors,
+        fmt_opt(Some(load.server_us), 1)
     );
     server.stop().await;
     if let Some(bench) = pg {
