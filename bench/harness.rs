@@ -733,6 +733,7 @@ async fn main() -> anyhow::Result<()> {
     let none = tmp.path().join("none");
 
     let mut samples = Samples::default();
+    let sqlite_pid = Some(sqlite.pid());
     for rep in 1..=args.reps {
         println!(
             "== repetition {rep}/{} ({} s each)",
@@ -744,25 +745,11 @@ async fn main() -> anyhow::Result<()> {
         );
         samples.add(
             "sqlite_patch",
-            wrk_on(
-                &args,
-                Some(sqlite.pid()),
-                &sqlite.base(),
-                "patch",
-                &sqlite_ids,
-            )
-            .await?,
+            wrk_on(&args, sqlite_pid, &sqlite.base(), "patch", &sqlite_ids).await?,
         );
         samples.add(
             "sqlite_get",
-            wrk_on(
-                &args,
-                Some(sqlite.pid()),
-                &sqlite.base(),
-                "get",
-                &sqlite_ids,
-            )
-            .await?,
+            wrk_on(&args, sqlite_pid, &sqlite.base(), "get", &sqlite_ids).await?,
         );
         samples.add(
             "bare_axum",
