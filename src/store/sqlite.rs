@@ -80,7 +80,16 @@ impl SqliteStore {
             .max_connections(1)
             .test_before_acquire(false)
             // Checkpoints run beside the writer, not in its commits (sqlite_checkpoint.rs).
-            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", "0")
+                    // The sub-journal of a batch's savepoints and statements stays
+                    // in memory instead of spilling past 64 KiB to a temporary file
+                    // (created, written and deleted within one batch); it is bounded
+                    // by the pages one batch changes (MAX_BATCH writes).
+                    .pragma("temp_store", "memory"),
+            )
             .await
             .with_context(|| format!("cannot open the SQLite database {url}"))?;
         MIGRATOR
