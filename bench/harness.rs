@@ -174,6 +174,48 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Peak resident set size of a process, from the kernel's high-water mark.
+/// Writes out what earlier loads left for later — PostgreSQL's dirty buffers (its
+/// checkpointer would otherwise write them, spread over minutes, during whichever
+/// loads come next), the kernel's dirty pages (logs, the loop's database) — so
+/// every load, baseline or orgd, starts with a quiet disk. Prints how long it took
+/// and how much it wrote.
+async fn settle(pg_url: Option<&str>) {
+    let started = Instant::now();
+    let before = paged_out_kb();
+    if let Some(url) = pg_url {
+        let checkpoint = async {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            sqlx::query("CHECKPOINT").execute(&mut conn).await?;
+            anyhow::Ok(())
+        };
+        if let Err(err) = checkpoint.await {
+            println!("  (PostgreSQL CHECKPOINT failed: {err:#}; going on)");
+        }
+    }
+    if let Err(err) = Command::new("sync").status().await {
+        println!("  (sync failed: {err}; going on)");
+    }
+    let written = match (before, paged_out_kb()) {
+        (Some(b), Some(a)) => format!("{:.0} MB written", a.saturating_sub(b) as f64 / 1024.0),
+        _ => "writes unknown".into(),
+    };
+    println!(
+        "  settled the disk in {} ms ({written})",
+        started.elapsed().as_millis()
+    );
+}
+
+/// KB written out to disk since boot, all devices (`pgpgout` in /proc/vmstat).
+fn paged_out_kb() -> Option<u64> {
+    std::fs::read_to_string("/proc/vmstat")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("pgpgout "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -739,23 +781,29 @@ async fn main() -> anyhow::Result<()> {
             "== repetition {rep}/{} ({} s each)",
             args.reps, args.duration
         );
+        let pg_url = pg.as_ref().map(|(bench, ..)| bench.server_url.as_str());
+        settle(pg_url).await;
         samples.add(
             "sqlite_loop",
             sqlite_loop(&loop_db, args.orgs, duration).await?,
         );
+        settle(pg_url).await;
         samples.add(
             "sqlite_patch",
             wrk_on(&args, sqlite_pid, &sqlite.base(), "patch", &sqlite_ids).await?,
         );
+        settle(pg_url).await;
         samples.add(
             "sqlite_get",
             wrk_on(&args, sqlite_pid, &sqlite.base(), "get", &sqlite_ids).await?,
         );
+        settle(pg_url).await;
         samples.add(
             "bare_axum",
             wrk_on(&args, bare.id(), &bare_base, "bare", &none).await?,
         );
         if let Some((bench, server, ids, _)) = &pg {
+            settle(pg_url).await;
             samples.add(
                 "pgbench",
                 bench
@@ -769,10 +817,12 @@ async fn main() -> anyhow::Result<()> {
                     .await?,
             );
             let pid = Some(server.pid());
+            settle(pg_url).await;
             samples.add(
                 "pg_patch",
                 wrk_on(&args, pid, &server.base(), "patch", ids).await?,
             );
+            settle(pg_url).await;
             samples.add(
                 "pg_get",
                 wrk_on(&args, pid, &server.base(), "get", ids).await?,
