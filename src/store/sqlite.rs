@@ -87,7 +87,9 @@ impl SqliteStore {
                     // The sub-journal of a batch's savepoints and statements stays
                     // in memory instead of spilling past 64 KiB to a temporary file
                     // (created, written and deleted within one batch); it is bounded
-                    // by the pages one batch changes (MAX_BATCH writes).
+                    // by the pages one batch changes (MAX_BATCH writes). Sorts on
+                    // this connection stay in memory too: a future migration that
+                    // builds an index on a large table holds that index's keys.
                     .pragma("temp_store", "memory"),
             )
             .await
