@@ -173,7 +173,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Peak resident set size of a process, from the kernel's high-water mark.
 /// Writes out what earlier loads left for later — PostgreSQL's dirty buffers (its
 /// checkpointer would otherwise write them, spread over minutes, during whichever
 /// loads come next), the kernel's dirty pages (logs, the loop's database) — so
@@ -216,6 +215,7 @@ fn paged_out_kb() -> Option<u64> {
         .ok()
 }
 
+/// Peak resident set size of a process, from the kernel's high-water mark.
 fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -84,10 +84,10 @@ impl SqliteStore {
                 options
                     .clone()
                     .pragma("wal_autocheckpoint", "0")
-                    // The sub-journal of a batch's savepoints and statements stays
-                    // in memory instead of spilling past 64 KiB to a temporary file
-                    // (created, written and deleted within one batch); it is bounded
-                    // by the pages one batch changes (MAX_BATCH writes). Sorts on
+                    // The sub-journal of a savepoint or statement stays in memory
+                    // instead of spilling past 64 KiB to a temporary file created and
+                    // deleted within one batch; savepoints are released per write
+                    // (sqlite_writer.rs), so it holds one write's pages. Sorts on
                     // this connection stay in memory too: a future migration that
                     // builds an index on a large table holds that index's keys.
                     .pragma("temp_store", "memory"),
@@ -539,5 +539,25 @@ impl Store for SqliteStore {
             .await
             .map_err(db_error)?;
         Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_writer_keeps_its_sub_journal_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("orgd.db").display());
+        let store = SqliteStore::open(&url, SecretsKey::generate())
+            .await
+            .unwrap();
+        // 2 = MEMORY; the pool's only connection is the group committer's.
+        let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(temp_store, 2);
     }
 }
