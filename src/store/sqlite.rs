@@ -560,4 +560,16 @@ mod tests {
             .unwrap();
         assert_eq!(temp_store, 2);
     }
+
+    /// The flag reaches libsqlite3-sys's build script through the same `[env]`
+    /// table of `.cargo/config.toml` that sets it for this crate; SQLite has no
+    /// pragma or compile option that reports which sync call it makes.
+    #[test]
+    fn sqlite_is_built_to_sync_with_fdatasync() {
+        let flags = option_env!("LIBSQLITE3_FLAGS").unwrap_or_default();
+        assert!(
+            flags.split_whitespace().any(|f| f == "-DHAVE_FDATASYNC=1"),
+            "LIBSQLITE3_FLAGS = {flags:?}"
+        );
+    }
 }
