@@ -776,12 +776,12 @@ async fn main() -> anyhow::Result<()> {
 
     let mut samples = Samples::default();
     let sqlite_pid = Some(sqlite.pid());
+    let pg_url = pg.as_ref().map(|(bench, ..)| bench.server_url.as_str());
     for rep in 1..=args.reps {
         println!(
             "== repetition {rep}/{} ({} s each)",
             args.reps, args.duration
         );
-        let pg_url = pg.as_ref().map(|(bench, ..)| bench.server_url.as_str());
         settle(pg_url).await;
         samples.add(
             "sqlite_loop",
