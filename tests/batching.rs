@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Hold, TestApp};
@@ -57,8 +58,9 @@ fn changed(current: &Organization, description: &str, slug: Option<&str>) -> Org
 
 type Pending = tokio::task::JoinHandle<Result<(), StoreError>>;
 
-fn spawn_write(app: &TestApp, expected: i64, next: Organization) -> Pending {
+fn spawn_write(app: &TestApp, current: &Organization, next: Organization) -> Pending {
     let store = app.store().clone();
+    let current = current.clone();
     tokio::spawn(async move {
         let event = context().event(
             EventType::OrganizationUpdated,
@@ -66,7 +68,7 @@ fn spawn_write(app: &TestApp, expected: i64, next: Organization) -> Pending {
             next.version,
             Default::default(),
         );
-        store.write_org(&next.id, expected, &next, &event).await
+        store.write_org(&current, Arc::new(next), &event).await
     })
 }
 
@@ -79,7 +81,7 @@ async fn hold_writes(app: &TestApp) -> (Hold, Vec<Pending>) {
     let hold = Hold::start(app, &ids).await;
     let first = holders
         .iter()
-        .map(|holder| spawn_write(app, 1, changed(holder, "held", None)))
+        .map(|holder| spawn_write(app, holder, changed(holder, "held", None)))
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     (hold, first)
@@ -140,26 +142,28 @@ async fn updates_released_together_each_get_their_own_answer() {
     let mut writes: Vec<(&str, Organization, Pending)> = Vec::new();
     for org in &plain {
         let next = changed(org, "plain", None);
-        writes.push(("plain", next.clone(), spawn_write(&app, 1, next)));
+        writes.push(("plain", next.clone(), spawn_write(&app, org, next)));
     }
     for org in &to_taken {
         let next = changed(org, "to taken", Some("taken"));
-        writes.push(("to-taken", next.clone(), spawn_write(&app, 1, next)));
+        writes.push(("to-taken", next.clone(), spawn_write(&app, org, next)));
     }
     for org in &to_fresh {
         let next = changed(org, "to fresh", Some("fresh"));
-        writes.push(("to-fresh", next.clone(), spawn_write(&app, 1, next)));
+        writes.push(("to-fresh", next.clone(), spawn_write(&app, org, next)));
     }
     for n in 0..2 {
         let next = changed(&twice, &format!("twice {n}"), None);
-        writes.push(("twice", next.clone(), spawn_write(&app, 1, next)));
+        writes.push(("twice", next.clone(), spawn_write(&app, &twice, next)));
     }
-    let mut stale_next = changed(&stale, "stale", None);
-    stale_next.version = 5;
+    // A copy of a version the store never had.
+    let mut stale_copy = stale.clone();
+    stale_copy.version = 4;
+    let stale_next = changed(&stale_copy, "stale", None);
     writes.push((
         "stale",
         stale_next.clone(),
-        spawn_write(&app, 4, stale_next),
+        spawn_write(&app, &stale_copy, stale_next),
     ));
     // Let every write reach the store's queue, then let them through at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -220,7 +224,7 @@ async fn on_postgres_updates_queued_together_share_a_transaction() {
     let (hold, first) = hold_writes(&app).await;
     let writes: Vec<Pending> = orgs
         .iter()
-        .map(|o| spawn_write(&app, 1, changed(o, "together", None)))
+        .map(|o| spawn_write(&app, o, changed(o, "together", None)))
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     hold.release().await;
@@ -274,6 +278,9 @@ async fn reads_by_id_asked_together_each_get_their_own_org() {
     }
     // A read that starts after an update was acknowledged sees it.
     let next = changed(&orgs[0], "seen", None);
-    spawn_write(&app, 1, next.clone()).await.unwrap().unwrap();
+    spawn_write(&app, &orgs[0], next.clone())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored(&app, &orgs[0]).await, next);
 }

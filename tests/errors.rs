@@ -932,7 +932,9 @@ async fn a_malformed_idempotency_key_is_400_invalid_header() {
 /// Overwrites an organization's stored document, behind orgd's back, with JSON of
 /// the wrong shape, as a botched hand edit or migration might: reading that
 /// organization can then only fail, on either store, the way a real decode failure
-/// would.
+/// would. It bumps the version, as every change to a row must (docs/API-DESIGN.md:
+/// an update is planned on the process's own copy of the row as long as the stored
+/// version is the copy's, and would then never read the broken document).
 async fn corrupt_stored_org(database_url: &str, id: &str) {
     use sqlx::Connection;
     const WRONG_SHAPE: &str = r#"{"x": 1}"#;
@@ -940,7 +942,7 @@ async fn corrupt_stored_org(database_url: &str, id: &str) {
         let mut conn = sqlx::PgConnection::connect(database_url)
             .await
             .expect("the test schema is reachable");
-        sqlx::query("UPDATE organizations SET doc = $1::jsonb WHERE id = $2")
+        sqlx::query("UPDATE organizations SET doc = $1::jsonb, version = version + 1 WHERE id = $2")
             .bind(WRONG_SHAPE)
             .bind(id)
             .execute(&mut conn)
@@ -951,7 +953,7 @@ async fn corrupt_stored_org(database_url: &str, id: &str) {
         let mut conn = sqlx::SqliteConnection::connect(database_url)
             .await
             .expect("the SQLite file opens");
-        sqlx::query("UPDATE organizations SET doc = ?1 WHERE id = ?2")
+        sqlx::query("UPDATE organizations SET doc = ?1, version = version + 1 WHERE id = ?2")
             .bind(WRONG_SHAPE)
             .bind(id)
             .execute(&mut conn)

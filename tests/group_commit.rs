@@ -54,14 +54,20 @@ async fn create(store: &SqliteStore, org: &Organization) -> Result<(), StoreErro
     store.create_org(org, &event, None, None).await
 }
 
-async fn update(store: &SqliteStore, expected: i64, next: &Organization) -> Result<(), StoreError> {
+async fn update(
+    store: &SqliteStore,
+    current: &Organization,
+    next: &Organization,
+) -> Result<(), StoreError> {
     let event = context().event(
         EventType::OrganizationUpdated,
         next.id,
         next.version,
         Default::default(),
     );
-    store.write_org(&next.id, expected, next, &event).await
+    store
+        .write_org(current, Arc::new(next.clone()), &event)
+        .await
 }
 
 /// Sets the description to `v{n}` (an update that takes the one-statement path)
@@ -70,7 +76,7 @@ async fn describe(store: &SqliteStore, current: &Organization, n: u64) -> Organi
     let mut next = current.clone();
     next.version += 1;
     next.description = Some(orgd::domain::fields::Text::parse(&format!("v{n}"), 100).unwrap());
-    update(store, current.version, &next).await.unwrap();
+    update(store, current, &next).await.unwrap();
     next
 }
 
@@ -176,10 +182,11 @@ async fn a_refused_write_in_a_batch_does_not_fail_its_neighbours() {
                 tokio::spawn(async move { create(&store, &org("taken")).await })
             }),
             4 => (Expect::SlugTaken, {
-                let mut next = movers[i / 8].clone();
+                let current = movers[i / 8].clone();
+                let mut next = current.clone();
                 next.version = 2;
                 next.slug = Slug::parse("taken").unwrap();
-                tokio::spawn(async move { update(&store, 1, &next).await })
+                tokio::spawn(async move { update(&store, &current, &next).await })
             }),
             5 => (Expect::DomainTaken, {
                 let mut o = org(&format!("domain-{i}"));
@@ -192,9 +199,12 @@ async fn a_refused_write_in_a_batch_does_not_fail_its_neighbours() {
                 tokio::spawn(async move { create(&store, &o).await })
             }),
             7 => (Expect::Stale, {
+                // A copy of a version the store never had.
+                let mut current = existing.clone();
+                current.version = 6;
                 let mut next = existing.clone();
                 next.version = 7;
-                tokio::spawn(async move { update(&store, 6, &next).await })
+                tokio::spawn(async move { update(&store, &current, &next).await })
             }),
             _ => (Expect::Ok, {
                 let o = org(&format!("fresh-{i}"));
@@ -425,7 +435,7 @@ async fn a_rename_in_place_moves_the_slug_and_a_taken_slug_is_refused() {
     let mut renamed = first.clone();
     renamed.version += 1;
     renamed.slug = Slug::parse("first-renamed").unwrap();
-    update(&store, 1, &renamed).await.unwrap();
+    update(&store, &first, &renamed).await.unwrap();
     assert_eq!(find("first-renamed").await, Some(first.id));
     assert_eq!(find("first").await, None);
 
@@ -433,19 +443,19 @@ async fn a_rename_in_place_moves_the_slug_and_a_taken_slug_is_refused() {
     let mut described = renamed.clone();
     described.version += 1;
     described.name = OrgName::parse("First, described").unwrap();
-    update(&store, 2, &described).await.unwrap();
+    update(&store, &renamed, &described).await.unwrap();
     assert_eq!(find("first-renamed").await, Some(first.id));
 
     // The freed slug can be taken; a taken one is refused and changes nothing.
     let mut takes_freed = second.clone();
     takes_freed.version += 1;
     takes_freed.slug = Slug::parse("first").unwrap();
-    update(&store, 1, &takes_freed).await.unwrap();
+    update(&store, &second, &takes_freed).await.unwrap();
     let mut takes_taken = takes_freed.clone();
     takes_taken.version += 1;
     takes_taken.slug = Slug::parse("first-renamed").unwrap();
     assert!(matches!(
-        update(&store, 2, &takes_taken).await,
+        update(&store, &takes_freed, &takes_taken).await,
         Err(StoreError::Conflict(Constraint::SlugTaken))
     ));
     assert_eq!(find("first").await, Some(second.id));

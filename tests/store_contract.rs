@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::TestApp;
 use orgd::domain::event::{EventContext, EventType};
 use orgd::domain::fields::{DomainName, OrgName, Slug};
@@ -38,8 +40,12 @@ async fn insert(app: &TestApp, org: &Organization) -> Result<(), StoreError> {
     app.store().create_org(org, &event, None, None).await
 }
 
-/// Writes `next` over the stored version `expected`, with an update event.
-async fn write(app: &TestApp, expected: i64, next: &Organization) -> Result<(), StoreError> {
+/// Writes `next` over `current` (as stored at `current.version`), with an update event.
+async fn write(
+    app: &TestApp,
+    current: &Organization,
+    next: &Organization,
+) -> Result<(), StoreError> {
     let event = context().event(
         EventType::OrganizationUpdated,
         next.id,
@@ -47,7 +53,7 @@ async fn write(app: &TestApp, expected: i64, next: &Organization) -> Result<(), 
         Default::default(),
     );
     app.store()
-        .write_org(&next.id, expected, next, &event)
+        .write_org(current, Arc::new(next.clone()), &event)
         .await
 }
 
@@ -59,12 +65,12 @@ async fn a_write_against_a_stale_version_changes_nothing() {
     let mut next = a.clone();
     next.version = 2;
     next.alias_name = None;
-    write(&app, 1, &next).await.unwrap();
+    write(&app, &a, &next).await.unwrap();
     let mut stale = a.clone();
     stale.version = 2;
     stale.name = OrgName::parse("Stale").unwrap();
     assert!(matches!(
-        write(&app, 1, &stale).await,
+        write(&app, &a, &stale).await,
         Err(StoreError::VersionMismatch)
     ));
     let stored = app
@@ -120,7 +126,7 @@ async fn hierarchy_rules_are_checked_inside_the_write() {
     moved.parent_id = Some(child.id);
     moved.version = 2;
     assert!(matches!(
-        write(&app, 1, &moved).await,
+        write(&app, &root, &moved).await,
         Err(StoreError::Hierarchy(HierarchyError::Cycle))
     ));
     let orphan = org("orphan", Some(OrgId::generate()));
@@ -151,7 +157,7 @@ async fn deleting_a_parent_with_live_children_is_refused() {
     deleted.deleted_at = Some(time::now());
     deleted.version = 2;
     assert!(matches!(
-        write(&app, 1, &deleted).await,
+        write(&app, &root, &deleted).await,
         Err(StoreError::Conflict(Constraint::HasChildren))
     ));
 }
@@ -165,7 +171,7 @@ async fn a_deleted_orgs_slug_and_domains_are_free_and_restoring_needs_them_back(
     let mut deleted = a.clone();
     deleted.deleted_at = Some(time::now());
     deleted.version = 2;
-    write(&app, 1, &deleted).await.unwrap();
+    write(&app, &a, &deleted).await.unwrap();
     let mut b = org("alpha", None);
     b.domains = vec![DomainName::parse("alpha.com").unwrap()];
     insert(&app, &b).await.unwrap();
@@ -173,7 +179,7 @@ async fn a_deleted_orgs_slug_and_domains_are_free_and_restoring_needs_them_back(
     restored.deleted_at = None;
     restored.version = 3;
     assert!(matches!(
-        write(&app, 2, &restored).await,
+        write(&app, &deleted, &restored).await,
         Err(StoreError::Conflict(_))
     ));
     // The slug resolves to the live holder.

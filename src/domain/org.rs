@@ -87,6 +87,17 @@ impl Organization {
         self.deleted_at.is_none()
     }
 
+    /// Whether changing this org into `next` concerns no other row: both live,
+    /// under the same parent, with the same domains — no placement in the tree to
+    /// check, no child to look for, no domain to claim or give back. Most updates
+    /// are such, and the stores write them with one guarded statement.
+    pub fn changes_only_its_row(&self, next: &Organization) -> bool {
+        self.is_live()
+            && next.is_live()
+            && self.parent_id == next.parent_id
+            && self.domains == next.domains
+    }
+
     /// The writable fields as JSON, keyed by field name.
     pub fn writable_values(&self) -> BTreeMap<Field, serde_json::Value> {
         Field::ALL
@@ -298,5 +309,46 @@ impl Field {
 impl std::fmt::Display for Field {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fields::{DomainName, Text};
+
+    fn org() -> Organization {
+        Organization::new(
+            OrgId::generate(),
+            Slug::parse("acme").expect("a slug"),
+            OrgName::parse("Acme").expect("a name"),
+            crate::domain::time::now(),
+        )
+    }
+
+    #[test]
+    fn only_changes_that_leave_place_domains_and_life_alone_concern_one_row() {
+        let current = org();
+        let mut described = current.clone();
+        described.description = Some(Text::parse("new", 100).expect("text"));
+        described.slug = Slug::parse("acme-renamed").expect("a slug");
+        assert!(current.changes_only_its_row(&described));
+
+        let mut moved = current.clone();
+        moved.parent_id = Some(OrgId::generate());
+        assert!(!current.changes_only_its_row(&moved));
+
+        let mut with_domain = current.clone();
+        with_domain.domains = vec![DomainName::parse("acme.com").expect("a domain")];
+        assert!(!current.changes_only_its_row(&with_domain));
+        assert!(!with_domain.changes_only_its_row(&current));
+
+        let mut deleted = current.clone();
+        deleted.deleted_at = Some(crate::domain::time::now());
+        assert!(!current.changes_only_its_row(&deleted));
+        assert!(!deleted.changes_only_its_row(&current));
+        let mut deleted_again = deleted.clone();
+        deleted_again.description = Some(Text::parse("gone", 100).expect("text"));
+        assert!(!deleted.changes_only_its_row(&deleted_again));
     }
 }

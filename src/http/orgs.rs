@@ -6,6 +6,7 @@
 //! holds the part shared by update, delete and restore.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -337,7 +338,7 @@ async fn change_org<F>(
     which: Find,
     if_match: Option<&IfMatch>,
     mut plan: F,
-) -> Result<Organization, ApiError>
+) -> Result<Arc<Organization>, ApiError>
 where
     F: FnMut(&Loaded) -> Result<Option<(Organization, Event)>, ApiError>,
 {
@@ -348,10 +349,10 @@ where
         let loaded = load_org(app, principal, lookup, which).await?;
         check_if_match(if_match, &loaded.org)?;
         let Some((next, event)) = plan(&loaded)? else {
-            return Ok(loaded.org);
+            return Ok(Arc::new(loaded.org));
         };
-        match commit_change(app, &loaded.org, &next, &event).await {
-            Ok(()) => return Ok(next),
+        match commit_change(app, &loaded.org, next, &event).await {
+            Ok(next) => return Ok(next),
             Err(StoreError::VersionMismatch) if if_match.is_none() => continue,
             Err(err) => return Err(err.into()),
         }
@@ -371,7 +372,7 @@ async fn change_recent_org<F>(
     which: Find,
     if_match: Option<&IfMatch>,
     plan: &mut F,
-) -> Option<Organization>
+) -> Option<Arc<Organization>>
 where
     F: FnMut(&Loaded) -> Result<Option<(Organization, Event)>, ApiError>,
 {
@@ -387,8 +388,8 @@ where
         .ok()?;
     check_if_match(if_match, &loaded.org).ok()?;
     let (next, event) = plan(&loaded).ok()??;
-    match commit_change(app, &loaded.org, &next, &event).await {
-        Ok(()) => Some(next),
+    match commit_change(app, &loaded.org, next, &event).await {
+        Ok(next) => Some(next),
         Err(_) => {
             app.recent_orgs.forget(id);
             None
@@ -396,20 +397,23 @@ where
     }
 }
 
-/// Writes `next` over `current` (at `current`'s version) with its event; once
-/// committed, wakes the outbox and keeps `next` as this process's copy.
+/// Writes `next` over `current` (if the stored row still has `current`'s version)
+/// with its event; once committed, wakes the outbox and keeps `next` as this
+/// process's copy. Shared rather than copied: the store's writer, the copy and the
+/// response all read the one value.
 async fn commit_change(
     app: &AppState,
     current: &Organization,
-    next: &Organization,
+    next: Organization,
     event: &Event,
-) -> Result<(), StoreError> {
+) -> Result<Arc<Organization>, StoreError> {
+    let next = Arc::new(next);
     app.store
-        .write_org(&current.id, current.version, next, event)
+        .write_org(current, Arc::clone(&next), event)
         .await?;
     app.outbox.event_committed();
-    app.recent_orgs.committed(next);
-    Ok(())
+    app.recent_orgs.committed(Arc::clone(&next));
+    Ok(next)
 }
 
 // ---- handlers -----------------------------------------------------------------
@@ -592,7 +596,7 @@ pub async fn create_org(
         {
             Ok(()) => {
                 app.outbox.event_committed();
-                app.recent_orgs.committed(&org);
+                app.recent_orgs.committed(Arc::new(org.clone()));
                 break;
             }
             // A slug we made from the name collides: try it with a short suffix.

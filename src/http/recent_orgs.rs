@@ -41,8 +41,8 @@ impl RecentOrgs {
     }
 
     /// Keeps the state this process just committed.
-    pub fn committed(&self, org: &Organization) {
-        self.lock().insert(org.id, Arc::new(org.clone()));
+    pub fn committed(&self, org: Arc<Organization>) {
+        self.lock().insert(org.id, org);
     }
 
     pub fn forget(&self, id: &OrgId) {

@@ -228,14 +228,18 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()>;
 
-    /// Replaces the organization with `org` if its stored version is still
-    /// `expected_version`, and records `event`, in one transaction. Placement in the
-    /// tree, children on delete and uniqueness are checked inside it.
+    /// Replaces `current` with `next` if the stored row still has `current`'s
+    /// version, and records `event`, in one transaction. Placement in the tree,
+    /// children on delete and uniqueness are checked inside it.
+    ///
+    /// The version changes with every change to an organization, so a row that
+    /// still has it is `current` to the byte: what the change leaves alone (the
+    /// parent, the domains, being live) is known without reading the row, and the
+    /// common update skips the tree and domain work on that knowledge alone.
     async fn write_org(
         &self,
-        org_id: &OrgId,
-        expected_version: i64,
-        org: &Organization,
+        current: &Organization,
+        next: Arc<Organization>,
         event: &Event,
     ) -> StoreResult<()>;
 

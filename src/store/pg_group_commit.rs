@@ -6,7 +6,7 @@
 //! Why, and how requests are gathered: store/pg_batcher.rs.
 //!
 //! Each request keeps its own outcome: the statement's guard is per row, so a row
-//! whose guard fails (a stale version, a move, new domains …) is simply not updated
+//! whose guard fails (a stale version, a missing row) is simply not updated
 //! and its caller falls back to the full transaction, which answers the precise
 //! error. If the statement as a whole fails (a unique slug taken by one row, a
 //! deadlock with another process), the batch is re-run one row per statement, so
@@ -41,7 +41,6 @@ pub(super) struct InPlaceRow {
     pub version: i64,
     pub updated_at: String,
     pub doc: String,
-    pub domains: String,
     pub event_id: String,
     pub event_type: String,
     pub event_version: i64,
@@ -142,10 +141,10 @@ async fn execute(pool: &PgPool, rows: &[&InPlaceRow]) -> Result<HashSet<String>,
     let updated: Vec<String> = sqlx::query_scalar(
         "WITH input AS (
              SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                                  $6::boolean[], $7::bigint[], $8::text[], $9::text[], $10::text[],
-                                  $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[])
+                                  $6::boolean[], $7::bigint[], $8::text[], $9::text[],
+                                  $10::text[], $11::text[], $12::bigint[], $13::text[], $14::text[])
                  AS i(id, expected_version, slug, name, parent_id, enabled, version, updated_at,
-                      doc, domains, event_id, event_type, event_version, occurred_at, event_doc)),
+                      doc, event_id, event_type, event_version, occurred_at, event_doc)),
          updated AS (
              UPDATE organizations o
                 SET slug = i.slug, name = i.name, enabled = i.enabled, version = i.version,
@@ -153,7 +152,6 @@ async fn execute(pool: &PgPool, rows: &[&InPlaceRow]) -> Result<HashSet<String>,
                FROM input i
               WHERE o.id = i.id AND o.version = i.expected_version AND o.deleted_at IS NULL
                 AND o.parent_id IS NOT DISTINCT FROM i.parent_id
-                AND o.doc -> 'domains' = i.domains::jsonb
           RETURNING o.id)
          INSERT INTO events (id, org_id, type, version, occurred_at, doc)
          SELECT i.event_id, i.id, i.event_type, i.event_version, i.occurred_at::timestamptz,
@@ -170,7 +168,6 @@ async fn execute(pool: &PgPool, rows: &[&InPlaceRow]) -> Result<HashSet<String>,
     .bind(column(rows, |r| r.version))
     .bind(column(rows, |r| r.updated_at.as_str()))
     .bind(column(rows, |r| r.doc.as_str()))
-    .bind(column(rows, |r| r.domains.as_str()))
     .bind(column(rows, |r| r.event_id.as_str()))
     .bind(column(rows, |r| r.event_type.as_str()))
     .bind(column(rows, |r| r.event_version))

@@ -492,22 +492,22 @@ impl PgStore {
     }
 
     /// The common update — the org stays live, under the same parent, with the same
-    /// domains — as a guarded UPDATE that takes the row lock, with the event
-    /// inserted under it, in one statement shared with the other requests' updates
-    /// of the moment (store/pg_group_commit.rs). It touches no tree fact and no
-    /// domain row, so READ COMMITTED is enough. `false` when the guard does not hold
-    /// (a stale version, a move, a delete or restore, new domains, a missing row):
-    /// the full transaction then decides, and answers the precise error.
+    /// domains ([`Organization::changes_only_its_row`]) — as a guarded UPDATE that
+    /// takes the row lock, with the event inserted under it, in one statement
+    /// shared with the other requests' updates of the moment
+    /// (store/pg_group_commit.rs). It touches no tree fact and no domain row, so
+    /// READ COMMITTED is enough. `false` when the guard does not hold (a stale
+    /// version, a missing row): the full transaction then decides, and answers the
+    /// precise error.
     async fn write_org_in_place(
         &self,
-        org_id: &OrgId,
         expected_version: i64,
         org: &Organization,
         event: &Event,
     ) -> StoreResult<bool> {
         self.in_place
             .write(InPlaceRow {
-                org_id: org_id.to_string(),
+                org_id: org.id.to_string(),
                 expected_version,
                 slug: org.slug.as_str().to_owned(),
                 name: org.name.as_str().to_owned(),
@@ -516,7 +516,6 @@ impl PgStore {
                 version: org.version,
                 updated_at: time::format(org.updated_at),
                 doc: encode(org)?,
-                domains: encode(&org.domains)?,
                 event_id: event.id.to_string(),
                 event_type: event.event_type.as_str().to_owned(),
                 event_version: event.version,
@@ -661,19 +660,18 @@ impl Store for PgStore {
 
     async fn write_org(
         &self,
-        org_id: &OrgId,
-        expected_version: i64,
-        org: &Organization,
+        current: &Organization,
+        next: Arc<Organization>,
         event: &Event,
     ) -> StoreResult<()> {
-        if org.is_live()
+        if current.changes_only_its_row(&next)
             && self
-                .write_org_in_place(org_id, expected_version, org, event)
+                .write_org_in_place(current.version, &next, event)
                 .await?
         {
             return Ok(());
         }
-        retrying(|| self.write_org_once(org_id, expected_version, org, event)).await
+        retrying(|| self.write_org_once(&current.id, current.version, &next, event)).await
     }
 
     async fn list_org_events(

@@ -8,6 +8,7 @@
 //! (WAL readers see the last commit).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,7 +23,8 @@ use super::sqlite_checkpoint::Checkpoints;
 use super::sqlite_key_cache::SqliteKeyCache;
 use super::sqlite_point_reads::PointReads;
 use super::sqlite_writer::{
-    CommitStats, CreateOrg, EncodedEvent, GroupCommit, WriteMembership, WriteOp, WriteOrg,
+    CommitStats, CreateOrg, EncodedEvent, GroupCommit, OrgColumns, WriteMembership, WriteOp,
+    WriteOrg,
 };
 use super::{IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult};
 use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
@@ -320,16 +322,16 @@ impl Store for SqliteStore {
 
     async fn write_org(
         &self,
-        org_id: &OrgId,
-        expected_version: i64,
-        org: &Organization,
+        current: &Organization,
+        next: Arc<Organization>,
         event: &Event,
     ) -> StoreResult<()> {
         let op = WriteOrg {
-            org_id: *org_id,
-            expected_version,
-            org: org.clone(),
-            doc: encode(org)?,
+            expected_version: current.version,
+            columns: OrgColumns::new(&next)?,
+            in_place: current.changes_only_its_row(&next),
+            renames: current.slug != next.slug,
+            org: next,
             event: EncodedEvent::new(event)?,
         };
         self.group_commit

@@ -35,6 +35,7 @@ use crate::domain::ids::OrgId;
 use crate::domain::members::{Membership, UserId};
 use crate::domain::org::Organization;
 use crate::domain::secrets_key::SecretsKey;
+use crate::domain::time;
 
 /// Most writes in one transaction: enough to absorb a burst from every connection
 /// of a busy server, small enough that one batch holds the lock for milliseconds.
@@ -67,11 +68,38 @@ pub(super) struct CreateOrg {
 }
 
 pub(super) struct WriteOrg {
-    pub org_id: OrgId,
     pub expected_version: i64,
-    pub org: Organization,
-    pub doc: String,
+    pub org: Arc<Organization>,
+    pub columns: OrgColumns,
+    /// The change concerns no other row ([`Organization::changes_only_its_row`]):
+    /// it may be the one guarded UPDATE.
+    pub in_place: bool,
+    /// The slug changes.
+    pub renames: bool,
     pub event: EncodedEvent,
+}
+
+/// An organization's columns that are not its fields' own text: made on the
+/// request's thread, so the one writer thread, which every write waits for, only
+/// binds them.
+pub(super) struct OrgColumns {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+    pub doc: String,
+}
+
+impl OrgColumns {
+    pub fn new(org: &Organization) -> StoreResult<Self> {
+        Ok(Self {
+            id: org.id.to_string(),
+            parent_id: org.parent_id.map(|p| p.to_string()),
+            updated_at: time::format(org.updated_at),
+            deleted_at: org.deleted_at.map(time::format),
+            doc: sqlite::encode(org)?,
+        })
+    }
 }
 
 pub(super) struct WriteMembership {
@@ -96,16 +124,25 @@ pub(super) struct FanOut {
     pub covered: Arc<AtomicU64>,
 }
 
-/// An event with its stored document.
+/// An event as the columns of its row, made on the request's thread (see
+/// [`OrgColumns`]).
 pub(super) struct EncodedEvent {
-    pub event: Event,
+    pub id: String,
+    pub org_id: String,
+    pub event_type: &'static str,
+    pub version: i64,
+    pub occurred_at: String,
     pub doc: String,
 }
 
 impl EncodedEvent {
     pub fn new(event: &Event) -> StoreResult<Self> {
         Ok(Self {
-            event: event.clone(),
+            id: event.id.to_string(),
+            org_id: event.organization_id.to_string(),
+            event_type: event.event_type.as_str(),
+            version: event.version,
+            occurred_at: time::format(event.occurred_at),
             doc: sqlite::encode(event)?,
         })
     }

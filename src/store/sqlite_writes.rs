@@ -71,19 +71,18 @@ fn insert_domains(conn: &Connection, org: &Organization) -> StoreResult<()> {
     Ok(())
 }
 
-fn insert_event(conn: &Connection, encoded: &EncodedEvent) -> StoreResult<()> {
-    let EncodedEvent { event, doc } = encoded;
+fn insert_event(conn: &Connection, event: &EncodedEvent) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO events (id, org_id, type, version, occurred_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut s| {
         s.execute(params![
-            event.id.to_string(),
-            event.organization_id.to_string(),
-            event.event_type.as_str(),
+            event.id,
+            event.org_id,
+            event.event_type,
             event.version,
-            time::format(event.occurred_at),
-            doc,
+            event.occurred_at,
+            event.doc,
         ])
     })
     .map_err(sqlite_error)?;
@@ -176,63 +175,72 @@ pub(super) fn create_org(conn: &Connection, op: &CreateOrg) -> StoreResult<()> {
 }
 
 /// The common update — the org stays live, under the same parent, with the same
-/// domains — as one guarded UPDATE and its event: no read of the old document and
+/// domains ([`Organization::changes_only_its_row`], decided on the request's
+/// thread) — as one guarded UPDATE and its event: no read of the old document and
 /// no tree or domain work, which keeps the single writer's time per write short.
-/// `false` when the guard does not hold (a stale version, a move, a delete or
-/// restore, new domains, a missing row): [`write_org`] then decides.
+/// `false` when it is not such an update or the guard does not hold (a stale
+/// version, a missing row): [`write_org`] then decides.
+///
+/// The guard is the version: a row that still has it is the org the change was
+/// planned on, so its parent and domains are known. The old statement also
+/// compared the stored document's domains (`json_extract`), parsing every
+/// updated row's JSON on the one writer thread; liveness and the parent are still
+/// compared, as columns they cost nothing.
 pub(super) fn write_org_in_place(conn: &Connection, op: &WriteOrg) -> StoreResult<bool> {
-    let WriteOrg {
-        org_id,
-        expected_version,
-        org,
-        doc,
-        event,
-    } = op;
-    if !org.is_live() {
+    if !op.in_place {
         return Ok(false);
     }
-    let domains = encode(&org.domains)?;
-    let org_id = org_id.to_string();
-    let parent_id = org.parent_id.map(|p| p.to_string());
-    let updated_at = time::format(org.updated_at);
-    // First without `slug` in the SET list, guarded on it being unchanged: SQLite
-    // rewrites the slug index entry of every row whose UPDATE names the column, even
-    // to the same value — one more page in the WAL per write, most of the time for
-    // nothing (updates rarely rename). json_extract returns an array as minified
-    // JSON text, which is how serde_json writes it; any difference only sends the
-    // write to the next statement or down the full path.
-    let update = |sql: &str| {
-        conn.prepare_cached(sql).and_then(|mut s| {
+    let WriteOrg {
+        expected_version,
+        org,
+        columns,
+        renames,
+        event,
+        ..
+    } = op;
+    // `slug` is named only when it changes: SQLite rewrites an indexed column's
+    // index entry whenever the UPDATE names the column, even to the same value —
+    // one more page in the WAL per write.
+    let updated = if *renames {
+        conn.prepare_cached(
+            "UPDATE organizations
+                SET slug = ?2, name = ?3, enabled = ?4, version = ?5, updated_at = ?6, doc = ?7
+              WHERE id = ?1 AND version = ?8 AND deleted_at IS NULL AND parent_id IS ?9",
+        )
+        .and_then(|mut s| {
             s.execute(params![
-                org_id,
+                columns.id,
                 org.slug.as_str(),
                 org.name.as_str(),
-                parent_id,
                 org.enabled,
                 org.version,
-                updated_at,
-                doc,
+                columns.updated_at,
+                columns.doc,
                 expected_version,
-                domains,
+                columns.parent_id,
             ])
         })
-    };
-    let mut updated = update(
-        "UPDATE organizations
-            SET name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
-          WHERE id = ?1 AND version = ?9 AND deleted_at IS NULL AND parent_id IS ?4
-            AND json_extract(doc, '$.domains') IS ?10 AND slug = ?2",
-    )
-    .map_err(sqlite_error)?;
-    if updated == 0 {
-        updated = update(
+        .map_err(unique_as(Constraint::SlugTaken))?
+    } else {
+        conn.prepare_cached(
             "UPDATE organizations
-                SET slug = ?2, name = ?3, enabled = ?5, version = ?6, updated_at = ?7, doc = ?8
-              WHERE id = ?1 AND version = ?9 AND deleted_at IS NULL AND parent_id IS ?4
-                AND json_extract(doc, '$.domains') IS ?10",
+                SET name = ?2, enabled = ?3, version = ?4, updated_at = ?5, doc = ?6
+              WHERE id = ?1 AND version = ?7 AND deleted_at IS NULL AND parent_id IS ?8",
         )
-        .map_err(unique_as(Constraint::SlugTaken))?;
-    }
+        .and_then(|mut s| {
+            s.execute(params![
+                columns.id,
+                org.name.as_str(),
+                org.enabled,
+                org.version,
+                columns.updated_at,
+                columns.doc,
+                expected_version,
+                columns.parent_id,
+            ])
+        })
+        .map_err(sqlite_error)?
+    };
     if updated != 1 {
         return Ok(false);
     }
@@ -244,16 +252,17 @@ pub(super) fn write_org_in_place(conn: &Connection, op: &WriteOrg) -> StoreResul
 /// against, keeping the domain index and the tree rules, with its event.
 pub(super) fn write_org(conn: &Connection, op: &WriteOrg) -> StoreResult<()> {
     let WriteOrg {
-        org_id,
         expected_version,
         org,
-        doc,
+        columns,
         event,
+        ..
     } = op;
+    let org_id = &org.id;
     let stored = optional_text(
         conn,
         "SELECT doc FROM organizations WHERE id = ?1",
-        [org_id.to_string()],
+        [&columns.id],
     )
     .map_err(sqlite_error)?;
     let old = decode_org(&stored.ok_or(StoreError::NotFound)?)?;
@@ -270,7 +279,7 @@ pub(super) fn write_org(conn: &Connection, op: &WriteOrg) -> StoreResult<()> {
             .prepare_cached(
                 "SELECT COUNT(*) FROM organizations WHERE parent_id = ?1 AND deleted_at IS NULL",
             )
-            .and_then(|mut s| s.query_row([org_id.to_string()], |r| r.get(0)))
+            .and_then(|mut s| s.query_row([&columns.id], |r| r.get(0)))
             .map_err(sqlite_error)?;
         if children > 0 {
             return Err(StoreError::Conflict(Constraint::HasChildren));
@@ -284,22 +293,22 @@ pub(super) fn write_org(conn: &Connection, op: &WriteOrg) -> StoreResult<()> {
     )
     .and_then(|mut s| {
         s.execute(params![
-            org_id.to_string(),
+            columns.id,
             org.slug.as_str(),
             org.name.as_str(),
-            org.parent_id.map(|p| p.to_string()),
+            columns.parent_id,
             org.enabled,
             org.version,
-            time::format(org.updated_at),
-            org.deleted_at.map(time::format),
-            doc,
+            columns.updated_at,
+            columns.deleted_at,
+            columns.doc,
             expected_version,
         ])
     })
     .map_err(unique_as(Constraint::SlugTaken))?;
     if old.domains != org.domains || old.is_live() != org.is_live() {
         conn.prepare_cached("DELETE FROM org_domains WHERE org_id = ?1")
-            .and_then(|mut s| s.execute([org_id.to_string()]))
+            .and_then(|mut s| s.execute([&columns.id]))
             .map_err(sqlite_error)?;
         if org.is_live() {
             insert_domains(conn, org)?;
