@@ -325,6 +325,70 @@ async fn changes_are_delivered_as_signed_standard_webhooks() {
     assert!(!verify("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &got[0]));
 }
 
+/// An endpoint is owed the events that occur once it exists, not those made while
+/// there was none (which the fan-out passes over without reading them).
+#[tokio::test]
+async fn an_endpoint_gets_the_events_after_it_and_none_from_before() {
+    let receiver = Receiver::ok().await;
+    let app = app_delivering_locally("100ms").await;
+    let before = app.create_org(json!({"name": "Before"})).await;
+    let before_id = before["id"].as_str().unwrap();
+    app.patch(
+        &format!("/v1/organizations/{before_id}"),
+        &json!({"description": "still no endpoint"}),
+    )
+    .send(200)
+    .await;
+    // Several of the pump's rounds (every 50 ms here) pass with no endpoint.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    endpoint_for(&app, &receiver, &["*"]).await;
+    app.patch(
+        &format!("/v1/organizations/{before_id}"),
+        &json!({"description": "now with one"}),
+    )
+    .send(200)
+    .await;
+    let after = app.create_org(json!({"name": "After"})).await;
+    let got = receiver.wait_for_deliveries(2, WAIT).await;
+    // Anything else owed would have come with these two.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = receiver.received();
+    assert_eq!(
+        all.len(),
+        2,
+        "{:?}",
+        all.iter().map(|r| &r.json).collect::<Vec<_>>()
+    );
+    let mut seen: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            (
+                r.json["type"].as_str().unwrap().to_owned(),
+                r.json["organization_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "organization.created".to_owned(),
+                after["id"].as_str().unwrap().to_owned()
+            ),
+            ("organization.updated".to_owned(), before_id.to_owned()),
+        ]
+    );
+    assert_eq!(
+        got.iter()
+            .find(|r| r.json["type"] == "organization.updated")
+            .unwrap()
+            .json["changes"]["/description"]["to"],
+        "now with one"
+    );
+}
+
 #[tokio::test]
 async fn failed_attempts_are_retried_until_one_succeeds_and_all_are_listed() {
     // 503, 429, then a connection that answers 200.
