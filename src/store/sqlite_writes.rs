@@ -184,8 +184,8 @@ pub(super) fn create_org(conn: &Connection, op: &CreateOrg) -> StoreResult<()> {
 /// The guard is the version: a row that still has it is the org the change was
 /// planned on, so its parent and domains are known. The old statement also
 /// compared the stored document's domains (`json_extract`), parsing every
-/// updated row's JSON on the one writer thread; liveness and the parent are still
-/// compared, as columns they cost nothing.
+/// updated row's JSON on the one writer thread; liveness, the parent and the slug
+/// are still compared, as columns they cost nothing.
 pub(super) fn write_org_in_place(conn: &Connection, op: &WriteOrg) -> StoreResult<bool> {
     if !op.in_place {
         return Ok(false);
@@ -201,12 +201,18 @@ pub(super) fn write_org_in_place(conn: &Connection, op: &WriteOrg) -> StoreResul
     // `slug` is named only when it changes: SQLite rewrites an indexed column's
     // index entry whenever the UPDATE names the column, even to the same value —
     // one more page in the WAL per write.
-    let updated = if *renames {
-        conn.prepare_cached(
-            "UPDATE organizations
-                SET slug = ?2, name = ?3, enabled = ?4, version = ?5, updated_at = ?6, doc = ?7
-              WHERE id = ?1 AND version = ?8 AND deleted_at IS NULL AND parent_id IS ?9",
-        )
+    let sql = if *renames {
+        "UPDATE organizations
+            SET slug = ?2, name = ?3, enabled = ?4, version = ?5, updated_at = ?6, doc = ?7
+          WHERE id = ?1 AND version = ?8 AND deleted_at IS NULL AND parent_id IS ?9"
+    } else {
+        "UPDATE organizations
+            SET name = ?3, enabled = ?4, version = ?5, updated_at = ?6, doc = ?7
+          WHERE id = ?1 AND version = ?8 AND deleted_at IS NULL AND parent_id IS ?9
+            AND slug = ?2"
+    };
+    let updated = conn
+        .prepare_cached(sql)
         .and_then(|mut s| {
             s.execute(params![
                 columns.id,
@@ -220,27 +226,7 @@ pub(super) fn write_org_in_place(conn: &Connection, op: &WriteOrg) -> StoreResul
                 columns.parent_id,
             ])
         })
-        .map_err(unique_as(Constraint::SlugTaken))?
-    } else {
-        conn.prepare_cached(
-            "UPDATE organizations
-                SET name = ?2, enabled = ?3, version = ?4, updated_at = ?5, doc = ?6
-              WHERE id = ?1 AND version = ?7 AND deleted_at IS NULL AND parent_id IS ?8",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                columns.id,
-                org.name.as_str(),
-                org.enabled,
-                org.version,
-                columns.updated_at,
-                columns.doc,
-                expected_version,
-                columns.parent_id,
-            ])
-        })
-        .map_err(sqlite_error)?
-    };
+        .map_err(unique_as(Constraint::SlugTaken))?;
     if updated != 1 {
         return Ok(false);
     }
