@@ -577,3 +577,145 @@ async fn a_failed_fan_out_step_fails_no_write_of_its_batch_and_loses_no_event() 
     assert_eq!(messages(&mut sql).await, 22);
     assert_eq!(store.fan_out(500, now_ms()).await.unwrap(), 0);
 }
+
+// ---- the copies reads by id are answered from (store/sqlite_org_copies.rs) ----------
+
+async fn find(store: &SqliteStore, id: OrgId) -> Organization {
+    store
+        .read_org(&OrgLookup::Id(id))
+        .await
+        .unwrap()
+        .expect("the org exists")
+}
+
+/// Reads `id` until one is answered from the copies (the first read has the change
+/// counter read in the background), and returns it.
+async fn find_from_copy(store: &SqliteStore, id: OrgId) -> Organization {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let hits = store.org_copies().hits();
+        let org = find(store, id).await;
+        if store.org_copies().hits() > hits {
+            return org;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no read by id was answered from the copies in 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// What another process or a hand edit does: a new name and version, in SQL.
+async fn edit_behind_its_back(dir: &tempfile::TempDir, org: &Organization) -> Organization {
+    let mut edited = org.clone();
+    edited.version += 1;
+    edited.name = OrgName::parse("Edited by hand").unwrap();
+    let mut sql = sqlx::SqliteConnection::connect(&db_url(dir)).await.unwrap();
+    let updated = sqlx::query("UPDATE organizations SET doc = ?1, version = ?2 WHERE id = ?3")
+        .bind(serde_json::to_string(&edited).unwrap())
+        .bind(edited.version)
+        .bind(org.id.to_string())
+        .execute(&mut sql)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(updated, 1);
+    edited
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_by_id_after_a_write_answers_the_write_from_the_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&dir).await;
+    let created = org("copied");
+    create(&store, &created).await.unwrap();
+    assert_eq!(find_from_copy(&store, created.id).await, created);
+
+    // The writer keeps what it committed before it answers: the next read is a hit
+    // and already the new version.
+    let described = describe(&store, &created, 1).await;
+    let hits = store.org_copies().hits();
+    assert_eq!(find(&store, created.id).await, described);
+    assert_eq!(store.org_copies().hits(), hits + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_connections_edit_is_answered_after_the_next_batch_or_the_freshness_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fresh_store(&dir).await;
+    let (edited_first, bystander, edited_later) = (org("first"), org("bystander"), org("later"));
+    for o in [&edited_first, &bystander, &edited_later] {
+        create(&store, o).await.unwrap();
+        find_from_copy(&store, o.id).await;
+    }
+
+    // Any batch reads the writer's change counter under its write lock, so a
+    // commit by another connection is seen before the batch answers.
+    let edited = edit_behind_its_back(&dir, &edited_first).await;
+    let drops = store.org_copies().drops();
+    describe(&store, &bystander, 1).await;
+    assert_eq!(
+        store.org_copies().drops(),
+        drops + 1,
+        "the batch did not see the other connection's commit"
+    );
+    assert_eq!(find(&store, edited_first.id).await, edited);
+
+    // With no write in this process, within 20 ms (the copies' freshness window).
+    // What writes plan on (`find_org`) never comes from the copies: at once.
+    find_from_copy(&store, edited_later.id).await;
+    let edited = edit_behind_its_back(&dir, &edited_later).await;
+    let stored = store
+        .find_org(&OrgLookup::Id(edited_later.id))
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(edited.clone()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(find(&store, edited_later.id).await, edited);
+}
+
+/// Readers racing a writer on one org: no read is older than a write already
+/// acknowledged when it began, and no reader sees the version go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_writes_never_go_back_and_never_miss_an_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(fresh_store(&dir).await);
+    let raced = org("raced");
+    create(&store, &raced).await.unwrap();
+    let acknowledged = Arc::new(std::sync::atomic::AtomicI64::new(raced.version));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, acknowledged, done) = (store.clone(), acknowledged.clone(), done.clone());
+            tokio::spawn(async move {
+                let (mut last, mut reads) = (0, 0u64);
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let floor = acknowledged.load(std::sync::atomic::Ordering::Acquire);
+                    let version = find(&store, raced.id).await.version;
+                    assert!(
+                        version >= floor,
+                        "read v{version} after v{floor} was acknowledged"
+                    );
+                    assert!(version >= last, "read v{version} after reading v{last}");
+                    (last, reads) = (version, reads + 1);
+                    tokio::task::yield_now().await;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut current = raced;
+    for n in 1..=300 {
+        current = describe(&store, &current, n).await;
+        acknowledged.store(current.version, std::sync::atomic::Ordering::Release);
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+    assert!(
+        store.org_copies().hits() > 0,
+        "the copies answered none of the reads"
+    );
+}

@@ -49,6 +49,13 @@ impl Cluster {
         &self.nodes[i % self.nodes.len()].base
     }
 
+    /// Lets a GET by id through one process see what another just committed: on
+    /// SQLite each process answers those from its own copies, vouched for by a
+    /// reading of the change counter at most 20 ms old (docs/storage.md).
+    async fn settle() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     /// The statuses and codes of a batch of answers, for assertion messages.
     fn summary(results: &[(u16, Value)]) -> Vec<String> {
         results
@@ -194,6 +201,7 @@ async fn concurrent_updates_through_two_processes_lose_no_field_and_count_every_
         "{:?}",
         Cluster::summary(&results)
     );
+    Cluster::settle().await;
     let (_, org) = cluster
         .send(0, reqwest::Method::GET, &path, None, None)
         .await;
@@ -249,6 +257,7 @@ async fn the_same_if_match_through_two_processes_has_exactly_one_winner() {
         .filter(|(s, b)| *s == 412 && b["code"] == "version_mismatch")
         .count();
     assert_eq!((wins, stale), (1, 11), "{:?}", Cluster::summary(&results));
+    Cluster::settle().await;
     let (_, org) = cluster
         .send(1, reqwest::Method::GET, &path, None, None)
         .await;
@@ -341,6 +350,7 @@ async fn concurrent_moves_through_two_processes_never_build_a_cycle() {
             ),
         ])
         .await;
+        Cluster::settle().await;
         let (_, left) = cluster
             .send(
                 0,

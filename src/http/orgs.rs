@@ -261,6 +261,22 @@ pub(super) async fn load_org(
     authority_in(app, principal, org).await
 }
 
+/// [`load_org`] of a live org for a request that only answers it (a GET), which the
+/// store may answer from its copies (`Store::read_org`).
+async fn read_live_org(
+    app: &AppState,
+    principal: &Principal,
+    lookup: &OrgLookup,
+) -> Result<Loaded, ApiError> {
+    let org = app
+        .store
+        .read_org(lookup)
+        .await?
+        .filter(Organization::is_live)
+        .ok_or(ApiError::OrganizationNotFound)?;
+    authority_in(app, principal, org).await
+}
+
 /// `org` with the caller's authority in it, if the caller may know it exists.
 async fn authority_in(
     app: &AppState,
@@ -707,7 +723,7 @@ pub async fn get_org(
     Caller(principal): Caller,
     OrgRef(lookup): OrgRef,
 ) -> Result<Response, ApiError> {
-    let Loaded { org, authority } = load_org(&app, &principal, &lookup, Find::Live).await?;
+    let Loaded { org, authority } = read_live_org(&app, &principal, &lookup).await?;
     access::authorize_org_read(&principal, &authority, &org, Scope::OrganizationsRead)?;
     Ok(respond_org(StatusCode::OK, &org, false))
 }

@@ -18,6 +18,7 @@ mod sealed_secrets;
 pub mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_key_cache;
+pub mod sqlite_org_copies;
 mod sqlite_outbox;
 mod sqlite_point_reads;
 pub mod sqlite_writer;
@@ -206,6 +207,14 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
     /// An organization, live or deleted. A slug resolves to the live org holding it,
     /// else to the most recently deleted one (so a deleted org can be restored by slug).
     async fn find_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>>;
+
+    /// [`Store::find_org`] for a request that only answers what it finds (a GET):
+    /// the store may answer it from this process's copies, which can lag another
+    /// process's commit by a moment (SQLite: sqlite_org_copies.rs, at most 20 ms).
+    /// Writes, and what they answer, plan on `find_org`.
+    async fn read_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>> {
+        self.find_org(lookup).await
+    }
 
     /// The org's id followed by its ancestors' up to the root.
     async fn lineage(&self, org_id: &OrgId) -> StoreResult<Vec<OrgId>>;

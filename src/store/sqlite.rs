@@ -21,6 +21,7 @@ use sqlx::{Row, Sqlite};
 
 use super::sqlite_checkpoint::Checkpoints;
 use super::sqlite_key_cache::SqliteKeyCache;
+use super::sqlite_org_copies::OrgCopies;
 use super::sqlite_point_reads::PointReads;
 use super::sqlite_writer::{
     CommitStats, CreateOrg, EncodedEvent, GroupCommit, OrgColumns, WriteMembership, WriteOp,
@@ -50,6 +51,8 @@ pub struct SqliteStore {
     point: PointReads,
     /// Valid API keys, checked against the change counter (sqlite_key_cache.rs).
     keys: SqliteKeyCache,
+    /// Organizations as stored, for reads by id (sqlite_org_copies.rs).
+    copies: Arc<OrgCopies>,
     pub(super) group_commit: GroupCommit,
     /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
     pub(super) secrets_key: SecretsKey,
@@ -113,10 +116,12 @@ impl SqliteStore {
             .context("cannot open SQLite point readers")?;
         let checkpoints = Checkpoints::start(options.get_filename())
             .context("cannot start the SQLite checkpoint thread")?;
+        let copies = Arc::new(OrgCopies::default());
         Ok(Self {
             point,
             keys: SqliteKeyCache::new(),
-            group_commit: GroupCommit::start(writer.clone(), checkpoints)?,
+            group_commit: GroupCommit::start(writer.clone(), checkpoints, copies.clone())?,
+            copies,
             writer,
             reader,
             secrets_key,
@@ -126,6 +131,32 @@ impl SqliteStore {
     /// Group-commit figures so far: how many transactions carried how many writes.
     pub fn commit_stats(&self) -> &CommitStats {
         &self.group_commit.stats
+    }
+
+    /// The organizations kept for reads by id.
+    pub fn org_copies(&self) -> &OrgCopies {
+        &self.copies
+    }
+
+    /// Has the writer connection's change counter read in the background when the
+    /// last reading has lapsed (`sqlite_org_copies.rs`); the caller does not wait.
+    fn recheck_copies(&self) {
+        if !self.copies.claim_check() {
+            return;
+        }
+        let (writer, copies) = (self.writer.clone(), self.copies.clone());
+        tokio::spawn(async move {
+            let read_at = copies.now();
+            // On the writer's connection: its counter moves only with another
+            // connection's commits, not with this process's own.
+            let version = sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                .fetch_one(&writer)
+                .await;
+            if let Ok(version) = version {
+                copies.confirm(version, read_at);
+            }
+            copies.check_done();
+        });
     }
 }
 
@@ -277,6 +308,26 @@ impl Store for SqliteStore {
         doc.as_deref().map(decode_org).transpose()
     }
 
+    async fn read_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>> {
+        let OrgLookup::Id(id) = lookup else {
+            return self.find_org(lookup).await;
+        };
+        if let Some(org) = self.copies.get(id) {
+            return Ok(Some(Organization::clone(&org)));
+        }
+        self.recheck_copies();
+        let ticket = self.copies.ticket();
+        let doc = self.point.optional_text(
+            "SELECT doc FROM organizations WHERE id = ?1",
+            [id.to_string()],
+        )?;
+        let org = doc.as_deref().map(decode_org).transpose()?;
+        if let Some(org) = &org {
+            self.copies.fill(ticket, Arc::new(org.clone()));
+        }
+        Ok(org)
+    }
+
     async fn lineage(&self, org_id: &OrgId) -> StoreResult<Vec<OrgId>> {
         let ids = self.point.texts(
             ancestry_sql(false),
@@ -307,7 +358,7 @@ impl Store for SqliteStore {
         idempotency: Option<&IdempotencyRecord>,
     ) -> StoreResult<()> {
         let op = CreateOrg {
-            org: org.clone(),
+            org: Arc::new(org.clone()),
             doc: encode(org)?,
             event: EncodedEvent::new(event)?,
             owner: owner.cloned(),

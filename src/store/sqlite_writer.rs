@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{self, db_error};
 use super::sqlite_checkpoint::Checkpoints;
+use super::sqlite_org_copies::OrgCopies;
 use super::sqlite_outbox;
 use super::sqlite_point_reads::sqlite_error;
 use super::sqlite_writes;
@@ -59,7 +60,7 @@ pub(super) enum WriteOp {
 }
 
 pub(super) struct CreateOrg {
-    pub org: Organization,
+    pub org: Arc<Organization>,
     pub doc: String,
     pub event: EncodedEvent,
     pub owner: Option<Membership>,
@@ -181,6 +182,17 @@ struct WriteRequest {
     reply: oneshot::Sender<StoreResult<()>>,
 }
 
+impl WriteOp {
+    /// The organization this write stores, as stored.
+    fn org(&self) -> Option<&Arc<Organization>> {
+        match self {
+            WriteOp::CreateOrg(op) => Some(&op.org),
+            WriteOp::WriteOrg(op) => Some(&op.org),
+            WriteOp::WriteMembership(_) | WriteOp::FanOut(_) => None,
+        }
+    }
+}
+
 /// The handle the store keeps; the task ends when it is dropped.
 pub(super) struct GroupCommit {
     queue: mpsc::Sender<WriteRequest>,
@@ -190,14 +202,27 @@ pub(super) struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer thread; it ends when the handle is dropped. Must be called
     /// within a tokio runtime, whose handle the thread uses for the pool.
-    pub fn start(writer: SqlitePool, checkpoints: Checkpoints) -> anyhow::Result<Self> {
+    pub fn start(
+        writer: SqlitePool,
+        checkpoints: Checkpoints,
+        copies: Arc<OrgCopies>,
+    ) -> anyhow::Result<Self> {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(CommitStats::default());
         let runtime = Handle::current();
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("orgd-sqlite-writer".into())
-            .spawn(move || run(&runtime, &writer, requests, &thread_stats, &checkpoints))?;
+            .spawn(move || {
+                run(
+                    &runtime,
+                    &writer,
+                    requests,
+                    &thread_stats,
+                    &checkpoints,
+                    &copies,
+                )
+            })?;
         Ok(Self { queue, stats })
     }
 
@@ -228,6 +253,7 @@ fn run(
     mut requests: mpsc::Receiver<WriteRequest>,
     stats: &CommitStats,
     checkpoints: &Checkpoints,
+    copies: &OrgCopies,
 ) {
     while let Some(first) = requests.blocking_recv() {
         let mut conn = match runtime.block_on(writer.acquire()) {
@@ -243,7 +269,15 @@ fn run(
         // runtime). The unwinding stops here, before the connection is dropped
         // outside the runtime.
         let held = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            hold(runtime, &mut conn, first, &mut requests, stats, checkpoints)
+            hold(
+                runtime,
+                &mut conn,
+                first,
+                &mut requests,
+                stats,
+                checkpoints,
+                copies,
+            )
         }));
         if held.is_err() {
             tracing::error!("the SQLite writer panicked between batches; it goes on");
@@ -306,6 +340,7 @@ fn hold(
     requests: &mut mpsc::Receiver<WriteRequest>,
     stats: &CommitStats,
     checkpoints: &Checkpoints,
+    copies: &OrgCopies,
 ) {
     let since = Instant::now();
     let mut batch = gather(first, requests);
@@ -323,7 +358,7 @@ fn hold(
         let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
             // Leaves no transaction open behind sqlx's back, even on a panic.
             let guard = RollbackOnExit(&db);
-            commit_batch(&db, batch, stats);
+            commit_batch(&db, batch, stats, copies);
             drop(guard);
             checkpoints.after_batch(&db);
         }));
@@ -369,9 +404,30 @@ fn fail_all(batch: Vec<WriteRequest>, err: &StoreError) {
 /// for a reason other than its own checks may have broken the transaction (an I/O
 /// error, a full disk): it is answered with its error and the rest of the batch
 /// runs again in a fresh transaction, so its neighbours are not failed with it.
-fn commit_batch(db: &rusqlite::Connection, mut batch: Vec<WriteRequest>, stats: &CommitStats) {
+///
+/// The process's copies of the organizations the batch writes are dropped before
+/// it runs and the committed ones kept before anyone is answered
+/// (`sqlite_org_copies.rs`).
+fn commit_batch(
+    db: &rusqlite::Connection,
+    mut batch: Vec<WriteRequest>,
+    stats: &CommitStats,
+    copies: &OrgCopies,
+) {
     while !batch.is_empty() {
-        match run_batch(db, &batch, stats) {
+        copies.writing(batch.iter().filter_map(|r| r.op.org()).map(|org| &org.id));
+        let ran = run_batch(db, &batch, stats, copies);
+        let committed = match &ran {
+            Ok(outcomes) => batch
+                .iter()
+                .zip(outcomes)
+                .filter(|(_, outcome)| outcome.is_ok())
+                .filter_map(|(request, _)| request.op.org().cloned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        copies.committed(committed);
+        match ran {
             Ok(outcomes) => {
                 stats.record(batch.len());
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -404,11 +460,21 @@ fn run_batch(
     db: &rusqlite::Connection,
     batch: &[WriteRequest],
     stats: &CommitStats,
+    copies: &OrgCopies,
 ) -> Result<Vec<StoreResult<()>>, BatchError> {
     let run = |sql: &str| db.execute_batch(sql).map_err(sqlite_error);
     // IMMEDIATE: take the write lock now (waiting out another process's within
     // the busy timeout) rather than fail on the first write.
     run("BEGIN IMMEDIATE").map_err(BatchError::Whole)?;
+    // With the lock held, no other connection can commit until ours does: a
+    // reading now vouches for the copies the batch keeps. Without one they lapse.
+    let read_at = copies.now();
+    if let Ok(version) = db
+        .prepare_cached("PRAGMA data_version")
+        .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
+    {
+        copies.confirm(version, read_at);
+    }
     let abandon = |index, err| {
         let _ = db.execute_batch("ROLLBACK");
         BatchError::At(index, err)
