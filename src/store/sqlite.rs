@@ -144,18 +144,24 @@ impl SqliteStore {
         if !self.copies.claim_check() {
             return;
         }
-        let (writer, copies) = (self.writer.clone(), self.copies.clone());
+        /// Ends the claim however the task ends (a runtime shut down under it too).
+        struct Claim(Arc<OrgCopies>);
+        impl Drop for Claim {
+            fn drop(&mut self) {
+                self.0.check_done();
+            }
+        }
+        let (writer, claim) = (self.writer.clone(), Claim(self.copies.clone()));
         tokio::spawn(async move {
-            let read_at = copies.now();
+            let read_at = claim.0.now();
             // On the writer's connection: its counter moves only with another
             // connection's commits, not with this process's own.
             let version = sqlx::query_scalar::<_, i64>("PRAGMA data_version")
                 .fetch_one(&writer)
                 .await;
             if let Ok(version) = version {
-                copies.confirm(version, read_at);
+                claim.0.confirm(version, read_at);
             }
-            copies.check_done();
         });
     }
 }
