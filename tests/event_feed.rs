@@ -268,7 +268,8 @@ async fn an_event_that_commits_late_is_not_skipped() {
     };
     let org = app.org_named("Early").await;
     read_feed(&app, None, 1).await;
-    // A slow writer: inserts an event (taking the next seq) and waits to commit.
+    // A slow writer: inserts an event (taking the next seq) and queues it for the
+    // sequencer, as orgd's own inserts do, and waits to commit.
     use sqlx::Connection;
     let schema = app.pg_schema_name().expect("on PostgreSQL");
     let mut slow = sqlx::PgConnection::connect(&common::pg_url_with_schema(&url, &schema))
@@ -283,8 +284,11 @@ async fn an_event_that_commits_late_is_not_skipped() {
         "request_id": "slow", "occurred_at": "2026-01-01T00:00:00.000Z"
     });
     sqlx::query(
-        "INSERT INTO events (id, org_id, type, version, occurred_at, doc)
-         VALUES ($1, $2, 'organization.updated', 2, now(), $3::jsonb)",
+        "WITH inserted AS (
+             INSERT INTO events (id, org_id, type, version, occurred_at, doc)
+             VALUES ($1, $2, 'organization.updated', 2, now(), $3::jsonb)
+             RETURNING seq)
+         INSERT INTO events_unpositioned (seq) SELECT seq FROM inserted",
     )
     .bind(&late_id)
     .bind(&org)
@@ -302,4 +306,99 @@ async fn an_event_that_commits_late_is_not_skipped() {
     let (late, _) = read_feed(&app, Some(&cursor), 1).await;
     assert_eq!(late.len(), 1, "the late event was skipped");
     assert_eq!(late[0]["id"], late_id.as_str());
+}
+
+/// Migration 0005 moves the positions out of `events` (PostgreSQL): every numbered
+/// event keeps its position, an unnumbered one is queued, and the sequencer numbers
+/// it next, after the last position.
+#[tokio::test]
+async fn the_positions_migration_keeps_every_position_and_queues_the_rest() {
+    use orgd::store::outbox::OutboxStore;
+    use sqlx::Connection;
+    let Some(url) = std::env::var("ORGD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+    else {
+        return; // SQLite has no feed positions of its own
+    };
+    let schema = common::fresh_pg_schema(&url).await;
+    let url = common::pg_url_with_schema(&url, &schema);
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let before = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("migrations/postgres").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0005" {
+            std::fs::copy(&path, before.path().join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(before.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    for (n, feed_pos) in [(1, Some(1_i64)), (2, Some(2)), (3, None)] {
+        let id = orgd::domain::ids::EventId::generate().to_string();
+        let doc = json!({
+            "id": id, "type": "organization.updated",
+            "organization_id": "org_01h455vb4pex5vsknk084sn02q",
+            "actor": {"type": "api_key", "id": "key_01h455vb4pex5vsknk084sn02q"},
+            "changes": {}, "version": n, "request_id": "migration",
+            "occurred_at": "2026-01-01T00:00:00.000Z"
+        });
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO events (id, org_id, type, version, occurred_at, doc, feed_pos)
+             VALUES ($1, 'org_01h455vb4pex5vsknk084sn02q', 'organization.updated', $2, now(),
+                     $3::jsonb, $4)
+             RETURNING seq",
+        )
+        .bind(&id)
+        .bind(n)
+        .bind(doc.to_string())
+        .bind(feed_pos)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        seqs.push(seq);
+    }
+    sqlx::query("UPDATE outbox_cursors SET position = 2 WHERE name = 'feed'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let store = orgd::store::postgres::PgStore::open(
+        &url,
+        2,
+        orgd::domain::secrets_key::SecretsKey::generate(),
+    )
+    .await
+    .unwrap();
+    let positions: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT feed_pos, seq FROM event_positions ORDER BY feed_pos")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(positions, vec![(1, seqs[0]), (2, seqs[1])]);
+    let queued: Vec<i64> = sqlx::query_scalar("SELECT seq FROM events_unpositioned")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(queued, vec![seqs[2]]);
+    let column: Option<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+          WHERE table_schema = current_schema() AND table_name = 'events'
+            AND column_name = 'feed_pos'",
+    )
+    .fetch_optional(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(column, None);
+
+    assert_eq!(store.assign_feed_positions(10).await.unwrap(), 1);
+    let feed = store.feed(0, 10, None).await.unwrap();
+    let positions: Vec<i64> = feed.iter().map(|e| e.position).collect();
+    assert_eq!(positions, vec![1, 2, 3]);
+    assert_eq!(feed[2].event.version, 3);
 }

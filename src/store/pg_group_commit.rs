@@ -152,12 +152,16 @@ async fn execute(pool: &PgPool, rows: &[&InPlaceRow]) -> Result<HashSet<String>,
                FROM input i
               WHERE o.id = i.id AND o.version = i.expected_version AND o.deleted_at IS NULL
                 AND o.parent_id IS NOT DISTINCT FROM i.parent_id
-          RETURNING o.id)
-         INSERT INTO events (id, org_id, type, version, occurred_at, doc)
-         SELECT i.event_id, i.id, i.event_type, i.event_version, i.occurred_at::timestamptz,
-                i.event_doc::jsonb
-           FROM input i JOIN updated u ON u.id = i.id
-         RETURNING org_id",
+          RETURNING o.id),
+         inserted AS (
+             INSERT INTO events (id, org_id, type, version, occurred_at, doc)
+             SELECT i.event_id, i.id, i.event_type, i.event_version,
+                    i.occurred_at::timestamptz, i.event_doc::jsonb
+               FROM input i JOIN updated u ON u.id = i.id
+          RETURNING seq, org_id),
+         -- Queued for the feed's sequencer (migrations/postgres/0005_event_positions.sql).
+         queued AS (INSERT INTO events_unpositioned (seq) SELECT seq FROM inserted)
+         SELECT org_id FROM inserted",
     )
     .bind(column(rows, |r| r.org_id.as_str()))
     .bind(column(rows, |r| r.expected_version))

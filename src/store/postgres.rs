@@ -306,8 +306,13 @@ async fn insert_domains(conn: &mut PgConnection, org: &Organization) -> StoreRes
 
 async fn insert_event(conn: &mut PgConnection, event: &Event) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO events (id, org_id, type, version, occurred_at, doc)
-         VALUES ($1, $2, $3, $4, $5::timestamptz, $6::jsonb)",
+        // Queued for the feed's sequencer in the same statement
+        // (migrations/postgres/0005_event_positions.sql).
+        "WITH inserted AS (
+             INSERT INTO events (id, org_id, type, version, occurred_at, doc)
+             VALUES ($1, $2, $3, $4, $5::timestamptz, $6::jsonb)
+             RETURNING seq)
+         INSERT INTO events_unpositioned (seq) SELECT seq FROM inserted",
     )
     .bind(event.id.to_string())
     .bind(event.organization_id.to_string())

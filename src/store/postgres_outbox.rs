@@ -98,11 +98,15 @@ impl OutboxStore for PgStore {
         let Some(head) = head else { return Ok(0) };
         // READ COMMITTED: this statement sees exactly the events committed before it
         // began; later commits get later positions in a later batch.
+        // The queue holds the seq of every event not yet numbered; its rows commit
+        // with their events (migrations/postgres/0005_event_positions.sql).
         let numbered = sqlx::query(
             "WITH next AS (
-                 SELECT seq, row_number() OVER (ORDER BY seq) AS n
-                   FROM events WHERE feed_pos IS NULL ORDER BY seq LIMIT $2)
-             UPDATE events e SET feed_pos = $1 + next.n FROM next WHERE e.seq = next.seq",
+                 DELETE FROM events_unpositioned
+                  WHERE seq IN (SELECT seq FROM events_unpositioned ORDER BY seq LIMIT $2)
+              RETURNING seq)
+             INSERT INTO event_positions (feed_pos, seq)
+             SELECT $1 + row_number() OVER (ORDER BY seq), seq FROM next",
         )
         .bind(head)
         .bind(i64::from(limit))
@@ -140,12 +144,15 @@ impl OutboxStore for PgStore {
             .push_bind(WALK_LIMIT as i32)
             .push(") ");
         }
-        q.push("SELECT feed_pos, doc::text AS doc FROM events WHERE feed_pos > ")
-            .push_bind(after);
+        q.push(
+            "SELECT p.feed_pos, e.doc::text AS doc
+               FROM event_positions p JOIN events e ON e.seq = p.seq WHERE p.feed_pos > ",
+        )
+        .push_bind(after);
         if within.is_some() {
-            q.push(" AND org_id IN (SELECT id FROM subtree)");
+            q.push(" AND e.org_id IN (SELECT id FROM subtree)");
         }
-        q.push(" ORDER BY feed_pos LIMIT ")
+        q.push(" ORDER BY p.feed_pos LIMIT ")
             .push_bind(i64::from(limit));
         let rows = q.build().fetch_all(&self.pool).await.map_err(db_error)?;
         rows.iter()
@@ -282,9 +289,10 @@ impl OutboxStore for PgStore {
             return Ok(0);
         };
         let events = sqlx::query(
-            "SELECT feed_pos, id, org_id, type,
-                    (extract(epoch FROM occurred_at) * 1000)::bigint AS occurred_ms
-               FROM events WHERE feed_pos > $1 ORDER BY feed_pos LIMIT $2",
+            "SELECT p.feed_pos, e.id, e.org_id, e.type,
+                    (extract(epoch FROM e.occurred_at) * 1000)::bigint AS occurred_ms
+               FROM event_positions p JOIN events e ON e.seq = p.seq
+              WHERE p.feed_pos > $1 ORDER BY p.feed_pos LIMIT $2",
         )
         .bind(position)
         .bind(i64::from(limit))
