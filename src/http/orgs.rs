@@ -252,13 +252,8 @@ pub(super) async fn load_org(
     lookup: &OrgLookup,
     which: Find,
 ) -> Result<Loaded, ApiError> {
-    let org = app
-        .store
-        .find_org(lookup)
-        .await?
-        .filter(|o| which == Find::LiveOrDeleted || o.is_live())
-        .ok_or(ApiError::OrganizationNotFound)?;
-    authority_in(app, principal, org).await
+    let found = app.store.find_org(lookup).await?;
+    authority_in(app, principal, found, which).await
 }
 
 /// [`load_org`] of a live org for a request that only answers it (a GET), which the
@@ -268,21 +263,21 @@ async fn read_live_org(
     principal: &Principal,
     lookup: &OrgLookup,
 ) -> Result<Loaded, ApiError> {
-    let org = app
-        .store
-        .read_org(lookup)
-        .await?
-        .filter(Organization::is_live)
-        .ok_or(ApiError::OrganizationNotFound)?;
-    authority_in(app, principal, org).await
+    let found = app.store.read_org(lookup).await?;
+    authority_in(app, principal, found, Find::Live).await
 }
 
-/// `org` with the caller's authority in it, if the caller may know it exists.
+/// The org `found`, if it is one `which` admits, with the caller's authority in it,
+/// if the caller may know it exists.
 async fn authority_in(
     app: &AppState,
     principal: &Principal,
-    org: Organization,
+    found: Option<Organization>,
+    which: Find,
 ) -> Result<Loaded, ApiError> {
+    let org = found
+        .filter(|o| which == Find::LiveOrDeleted || o.is_live())
+        .ok_or(ApiError::OrganizationNotFound)?;
     let membership = membership_role(app, principal, &org.id).await?;
     let lineage = match principal.root() {
         Some(_) => app.store.lineage(&org.id).await?,
@@ -396,10 +391,9 @@ where
         return None;
     };
     let copy = app.recent_orgs.get(id)?;
-    if which == Find::Live && !copy.is_live() {
-        return None;
-    }
-    let loaded = authority_in(app, principal, Organization::clone(&copy))
+    // A copy `which` does not admit, like one the caller may not see, is left to
+    // the read of the stored row.
+    let loaded = authority_in(app, principal, Some(Organization::clone(&copy)), which)
         .await
         .ok()?;
     check_if_match(if_match, &loaded.org).ok()?;

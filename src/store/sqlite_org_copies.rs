@@ -11,8 +11,8 @@
 //!   committer. Before a batch runs, the organizations it writes are dropped from
 //!   here ([`OrgCopies::writing`]), and after its COMMIT, before it answers, they
 //!   are put back as written ([`OrgCopies::committed`]): a read that follows a
-//!   write sees it, and between the COMMIT and then a read goes to the database,
-//!   so no read answers an older version after another read answered the new one.
+//!   write sees it, and reads between the COMMIT and the put-back go to the
+//!   database, so no read answers an older version after another answered the new.
 //! - Writes by another process (or plain SQL) are seen through the writer
 //!   connection's `PRAGMA data_version`, which changes only when *another*
 //!   connection commits: the writer reads it at the start of every batch, and a
@@ -41,8 +41,9 @@ use crate::domain::org::Organization;
 /// longest another process's commit can go unseen.
 pub(super) const FRESH_FOR: Duration = Duration::from_millis(20);
 
-/// Organizations kept at most (a few MB at this size; bench/README.md measures
-/// peak RSS with 10,000 organizations all read).
+/// Organizations kept at most: ~15–18 MB at this size (the benchmark's peak RSS
+/// rose from ~86 to 101–104 MB with its 10,000 organizations all read,
+/// bench/README.md session 12).
 const CAPACITY: usize = 10_000;
 
 pub struct OrgCopies {
