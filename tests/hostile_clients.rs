@@ -175,6 +175,7 @@ async fn sigterm_under_load_finishes_accepted_requests_and_exits_cleanly() {
     for worker in workers {
         outcomes.push(worker.await.unwrap());
     }
+    let draining_log = server.log();
 
     let server = ServeProcess::start_with(data.path(), logs.path(), &env).await;
     let stored = server
@@ -183,7 +184,10 @@ async fn sigterm_under_load_finishes_accepted_requests_and_exits_cleanly() {
     let mut answered = 0;
     for (w, outcomes) in outcomes.iter().enumerate() {
         for code in outcomes.iter().flatten() {
-            assert!(*code < 500, "a request got {code} during shutdown");
+            assert!(
+                *code < 500,
+                "a request got {code} during shutdown; orgd's log:\n{draining_log}"
+            );
             answered += 1;
         }
         let last_applied = outcomes.iter().rposition(|o| o == &Ok(200));

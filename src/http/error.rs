@@ -84,6 +84,18 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A write re-planned `attempts` times, each refused because another writer
+    /// committed first: 503, so the client retries later, and a line in the log,
+    /// since nothing else records it.
+    pub fn gave_up_retrying(attempts: usize) -> Self {
+        tracing::warn!(
+            request.id = %current_request_id(),
+            attempts,
+            "gave up a write: other writers kept changing what it was planned on"
+        );
+        ApiError::Unavailable
+    }
+
     /// Status, code and title: the registry of every error the API can answer.
     #[rustfmt::skip] // one line per code reads as the table it is
     pub fn meta(&self) -> (StatusCode, &'static str, &'static str) {

@@ -234,7 +234,7 @@ pub async fn put_member(
             Err(err) => return Err(err.into()),
         }
     }
-    Err(ApiError::Unavailable)
+    Err(ApiError::gave_up_retrying(MAX_ATTEMPTS))
 }
 
 /// Remove a member (anyone may remove themselves; the last owner stays).
@@ -294,5 +294,5 @@ pub async fn delete_member(
             Err(err) => return Err(err.into()),
         }
     }
-    Err(ApiError::Unavailable)
+    Err(ApiError::gave_up_retrying(MAX_ATTEMPTS))
 }

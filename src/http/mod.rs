@@ -9,6 +9,7 @@ pub mod first_bytes;
 pub mod members;
 pub mod middleware;
 pub mod ops;
+pub mod org_turns;
 pub mod orgs;
 pub mod query;
 pub mod recent_orgs;
@@ -66,6 +67,8 @@ pub struct App {
     pub webhooks_allow_private: bool,
     /// Organizations this process last wrote, to plan the next update on.
     pub recent_orgs: Arc<recent_orgs::RecentOrgs>,
+    /// Updates of one organization wait for each other here (`org_turns.rs`).
+    pub org_turns: org_turns::OrgTurns,
 }
 
 impl App {
