@@ -402,3 +402,58 @@ async fn the_positions_migration_keeps_every_position_and_queues_the_rest() {
     assert_eq!(positions, vec![1, 2, 3]);
     assert_eq!(feed[2].event.version, 3);
 }
+
+/// Every event passes through the sequencer's queue table, and each leaves a dead
+/// row there; the sequencer vacuums it itself rather than leave those rows to
+/// autovacuum's once-a-minute visits while every one of its statements scans them.
+#[tokio::test]
+async fn the_sequencer_vacuums_its_queue() {
+    use orgd::store::outbox::OutboxStore;
+    use orgd::store::postgres::FEED_QUEUE_VACUUM_EVERY;
+    use sqlx::Connection;
+    let Some(url) = std::env::var("ORGD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+    else {
+        return; // SQLite has no queue: its `seq` is the feed position
+    };
+    let schema = common::fresh_pg_schema(&url).await;
+    let url = common::pg_url_with_schema(&url, &schema);
+    let store = orgd::store::postgres::PgStore::open(
+        &url,
+        2,
+        orgd::domain::secrets_key::SecretsKey::generate(),
+    )
+    .await
+    .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    const QUEUE_STATS: &str = "SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables
+                                WHERE schemaname = current_schema()
+                                  AND relname = 'events_unpositioned'";
+    let queued = FEED_QUEUE_VACUUM_EVERY as i64 + 100;
+    // Only the queue is read and the positions written: no event rows needed.
+    sqlx::query("INSERT INTO events_unpositioned (seq) SELECT generate_series(1, $1)")
+        .bind(queued)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (vacuums, _): (i64, i64) = sqlx::query_as(QUEUE_STATS)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(vacuums, 0);
+    let mut numbered = 0;
+    loop {
+        match store.assign_feed_positions(500).await.unwrap() {
+            0 => break,
+            n => numbered += n as i64,
+        }
+    }
+    assert_eq!(numbered, queued);
+    let (vacuums, dead): (i64, i64) = sqlx::query_as(QUEUE_STATS)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(vacuums, 1);
+    assert!(dead < 500, "{dead} dead rows left after the vacuum");
+}

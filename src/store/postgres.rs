@@ -43,6 +43,15 @@ pub(super) const WALK_LIMIT: i64 = 2 * MAX_DEPTH as i64;
 /// Attempts of a transaction that keeps failing with 40001 / 40P01.
 const TX_ATTEMPTS: usize = 8;
 
+/// Every event passes through `events_unpositioned`: inserted with the event,
+/// deleted by the sequencer. Each deleted row stays in the table, dead, until
+/// VACUUM removes it, and autovacuum visits a table about once a minute
+/// (`autovacuum_naptime`). Under PATCH load the queue held ~180,000 dead rows
+/// after 14 s; each sequencer statement scanned them all, and that was 7% of
+/// PostgreSQL's CPU (bench/README.md, session 13). So the sequencer vacuums the
+/// queue itself after this many rows (~2 ms for 5,000, measured).
+pub const FEED_QUEUE_VACUUM_EVERY: u64 = 5_000;
+
 pub struct PgStore {
     pub(super) pool: PgPool,
     /// Valid API keys, while PostgreSQL notifies us of key changes.
@@ -54,6 +63,9 @@ pub struct PgStore {
     by_id: IdReads,
     /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
     pub(super) secrets_key: SecretsKey,
+    /// Rows this process's sequencer took off the feed's queue since it last
+    /// vacuumed it (postgres_outbox.rs).
+    pub(super) dequeued: std::sync::atomic::AtomicU64,
 }
 
 impl PgStore {
@@ -104,6 +116,7 @@ impl PgStore {
             in_place,
             by_id,
             secrets_key,
+            dequeued: Default::default(),
         })
     }
 

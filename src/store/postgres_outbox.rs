@@ -14,7 +14,8 @@ use super::outbox::{
     OutboxStore,
 };
 use super::postgres::{
-    ancestry, db_error, encode, json_error, millis, parse_id, PgStore, WALK_LIMIT,
+    ancestry, db_error, encode, json_error, millis, parse_id, PgStore, FEED_QUEUE_VACUUM_EVERY,
+    WALK_LIMIT,
 };
 use super::sealed_secrets::{self, PREVIOUS_SECRET, SECRET};
 use super::{StoreError, StoreResult};
@@ -85,6 +86,32 @@ fn decode_attempt(row: &PgRow) -> StoreResult<DeliveryAttempt> {
     })
 }
 
+impl PgStore {
+    /// See [`FEED_QUEUE_VACUUM_EVERY`].
+    async fn vacuum_queue_when_due(&self, dequeued: u64) {
+        use std::sync::atomic::Ordering;
+        let since = self.dequeued.fetch_add(dequeued, Ordering::Relaxed) + dequeued;
+        if since < FEED_QUEUE_VACUUM_EVERY {
+            return;
+        }
+        self.dequeued.store(0, Ordering::Relaxed);
+        // SKIP_LOCKED: if another process is vacuuming it right now, that will do.
+        // TRUNCATE false: handing the empty pages at the end back to the file
+        // system takes an exclusive lock on the table, which every event's INSERT
+        // conflicts with; with it, the sequencer fell behind the writes (4,500 of
+        // 13,000 events/s numbered, measured). The simple query protocol, since
+        // VACUUM cannot run in the implicit transaction of a prepared statement.
+        if let Err(err) = sqlx::raw_sql("VACUUM (SKIP_LOCKED, TRUNCATE false) events_unpositioned")
+            .execute(&self.pool)
+            .await
+        {
+            // A PostgreSQL-compatible engine without VACUUM cleans up its own way;
+            // the queue only gets slower to scan.
+            tracing::debug!(error = %err, "could not vacuum the feed's queue");
+        }
+    }
+}
+
 #[async_trait]
 impl OutboxStore for PgStore {
     async fn assign_feed_positions(&self, limit: u32) -> StoreResult<u64> {
@@ -122,6 +149,7 @@ impl OutboxStore for PgStore {
                 .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
+        self.vacuum_queue_when_due(numbered).await;
         Ok(numbered)
     }
 
