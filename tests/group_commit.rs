@@ -581,11 +581,12 @@ async fn a_failed_fan_out_step_fails_no_write_of_its_batch_and_loses_no_event() 
 // ---- the copies reads by id are answered from (store/sqlite_org_copies.rs) ----------
 
 async fn find(store: &SqliteStore, id: OrgId) -> Organization {
-    store
+    let org = store
         .read_org(&OrgLookup::Id(id))
         .await
         .unwrap()
-        .expect("the org exists")
+        .expect("the org exists");
+    Organization::clone(&org)
 }
 
 /// Reads `id` until one is answered from the copies (the first read has the change

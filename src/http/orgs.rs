@@ -240,7 +240,8 @@ pub(super) enum Find {
 
 /// An organization as loaded for one caller, with what the caller is in it.
 pub(super) struct Loaded {
-    pub org: Organization,
+    /// Shared with the store's or this process's copy it came from, not cloned.
+    pub org: Arc<Organization>,
     pub authority: Authority,
 }
 
@@ -252,7 +253,7 @@ pub(super) async fn load_org(
     lookup: &OrgLookup,
     which: Find,
 ) -> Result<Loaded, ApiError> {
-    let found = app.store.find_org(lookup).await?;
+    let found = app.store.find_org(lookup).await?.map(Arc::new);
     authority_in(app, principal, found, which).await
 }
 
@@ -272,7 +273,7 @@ async fn read_live_org(
 async fn authority_in(
     app: &AppState,
     principal: &Principal,
-    found: Option<Organization>,
+    found: Option<Arc<Organization>>,
     which: Find,
 ) -> Result<Loaded, ApiError> {
     let org = found
@@ -371,7 +372,7 @@ where
         }
         check_if_match(if_match, &loaded.org)?;
         let Some((next, event)) = plan(&loaded)? else {
-            return Ok(Arc::new(loaded.org));
+            return Ok(loaded.org);
         };
         match commit_change(app, &loaded.org, next, &event).await {
             Ok(next) => return Ok(next),
@@ -404,9 +405,7 @@ where
     let copy = app.recent_orgs.get(id)?;
     // A copy `which` does not admit, like one the caller may not see, is left to
     // the read of the stored row.
-    let loaded = authority_in(app, principal, Some(Organization::clone(&copy)), which)
-        .await
-        .ok()?;
+    let loaded = authority_in(app, principal, Some(copy), which).await.ok()?;
     check_if_match(if_match, &loaded.org).ok()?;
     let (next, event) = plan(&loaded).ok()??;
     match commit_change(app, &loaded.org, next, &event).await {

@@ -212,8 +212,8 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
     /// the store may answer it from this process's copies, which can lag another
     /// process's commit by a moment (SQLite: sqlite_org_copies.rs, at most 20 ms).
     /// Writes, and what they answer, plan on `find_org`.
-    async fn read_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>> {
-        self.find_org(lookup).await
+    async fn read_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Arc<Organization>>> {
+        Ok(self.find_org(lookup).await?.map(Arc::new))
     }
 
     /// The org's id followed by its ancestors' up to the root.

@@ -314,12 +314,12 @@ impl Store for SqliteStore {
         doc.as_deref().map(decode_org).transpose()
     }
 
-    async fn read_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Organization>> {
+    async fn read_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Arc<Organization>>> {
         let OrgLookup::Id(id) = lookup else {
-            return self.find_org(lookup).await;
+            return Ok(self.find_org(lookup).await?.map(Arc::new));
         };
         if let Some(org) = self.copies.get(id) {
-            return Ok(Some(Organization::clone(&org)));
+            return Ok(Some(org));
         }
         self.recheck_copies();
         let ticket = self.copies.ticket();
@@ -327,9 +327,9 @@ impl Store for SqliteStore {
             "SELECT doc FROM organizations WHERE id = ?1",
             [id.to_string()],
         )?;
-        let org = doc.as_deref().map(decode_org).transpose()?;
+        let org = doc.as_deref().map(decode_org).transpose()?.map(Arc::new);
         if let Some(org) = &org {
-            self.copies.fill(ticket, Arc::new(org.clone()));
+            self.copies.fill(ticket, Arc::clone(org));
         }
         Ok(org)
     }
