@@ -328,7 +328,7 @@ impl Store for SqliteStore {
             [id.to_string()],
         )?;
         let org = doc.as_deref().map(decode_org).transpose()?.map(Arc::new);
-        if let Some(org) = &org {
+        if let Some(org) = org.as_ref().filter(|o| self.copies.worth_keeping(&o.id)) {
             self.copies.fill(ticket, Arc::clone(org));
         }
         Ok(org)
