@@ -33,11 +33,11 @@ use crate::domain::ids::OrgId;
 /// on one lock.
 const SHARDS: usize = 16;
 
-type Shard = Mutex<HashMap<OrgId, Arc<TurnLock<()>>>>;
+type Turns = HashMap<OrgId, Arc<TurnLock<()>>>;
 
 #[derive(Default)]
 pub struct OrgTurns {
-    shards: [Shard; SHARDS],
+    shards: [Mutex<Turns>; SHARDS],
     spread: std::hash::RandomState,
 }
 
@@ -65,17 +65,18 @@ impl OrgTurns {
         turn
     }
 
-    /// Organizations someone holds or waits for a turn on (for tests).
-    pub fn busy(&self) -> usize {
+    /// Organizations someone holds or waits for a turn on.
+    #[cfg(test)]
+    fn busy(&self) -> usize {
         (0..SHARDS).map(|i| self.lock(i).len()).sum()
     }
 
-    fn shard(&self, id: &OrgId) -> MutexGuard<'_, HashMap<OrgId, Arc<TurnLock<()>>>> {
+    fn shard(&self, id: &OrgId) -> MutexGuard<'_, Turns> {
         use std::hash::BuildHasher;
         self.lock(self.spread.hash_one(id) as usize % SHARDS)
     }
 
-    fn lock(&self, shard: usize) -> MutexGuard<'_, HashMap<OrgId, Arc<TurnLock<()>>>> {
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Turns> {
         self.shards[shard]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
