@@ -308,6 +308,16 @@ async fn an_event_that_commits_late_is_not_skipped() {
     assert_eq!(late[0]["id"], late_id.as_str());
 }
 
+/// A URL for an empty schema of its own, when the tests run on PostgreSQL (the
+/// tests below open the store, or its migrations, directly).
+async fn fresh_pg_url() -> Option<String> {
+    let url = std::env::var("ORGD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))?;
+    let schema = common::fresh_pg_schema(&url).await;
+    Some(common::pg_url_with_schema(&url, &schema))
+}
+
 /// Migration 0005 moves the positions out of `events` (PostgreSQL): every numbered
 /// event keeps its position, an unnumbered one is queued, and the sequencer numbers
 /// it next, after the last position.
@@ -315,14 +325,9 @@ async fn an_event_that_commits_late_is_not_skipped() {
 async fn the_positions_migration_keeps_every_position_and_queues_the_rest() {
     use orgd::store::outbox::OutboxStore;
     use sqlx::Connection;
-    let Some(url) = std::env::var("ORGD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-    else {
+    let Some(url) = fresh_pg_url().await else {
         return; // SQLite has no feed positions of its own
     };
-    let schema = common::fresh_pg_schema(&url).await;
-    let url = common::pg_url_with_schema(&url, &schema);
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let before = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir("migrations/postgres").unwrap() {
@@ -411,14 +416,9 @@ async fn the_sequencer_vacuums_its_queue() {
     use orgd::store::outbox::OutboxStore;
     use orgd::store::postgres::FEED_QUEUE_VACUUM_EVERY;
     use sqlx::Connection;
-    let Some(url) = std::env::var("ORGD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-    else {
+    let Some(url) = fresh_pg_url().await else {
         return; // SQLite has no queue: its `seq` is the feed position
     };
-    let schema = common::fresh_pg_schema(&url).await;
-    let url = common::pg_url_with_schema(&url, &schema);
     let store = orgd::store::postgres::PgStore::open(
         &url,
         2,
@@ -427,9 +427,15 @@ async fn the_sequencer_vacuums_its_queue() {
     .await
     .unwrap();
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    const QUEUE_STATS: &str = "SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables
-                                WHERE schemaname = current_schema()
-                                  AND relname = 'events_unpositioned'";
+    // Counts only VACUUMs run by a client, not autovacuum's (kept off the table
+    // here, so that it cannot hold the lock the sequencer's VACUUM skips on).
+    const VACUUMS: &str = "SELECT vacuum_count FROM pg_stat_user_tables
+                            WHERE schemaname = current_schema()
+                              AND relname = 'events_unpositioned'";
+    sqlx::query("ALTER TABLE events_unpositioned SET (autovacuum_enabled = false)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let queued = FEED_QUEUE_VACUUM_EVERY as i64 + 100;
     // Only the queue is read and the positions written: no event rows needed.
     sqlx::query("INSERT INTO events_unpositioned (seq) SELECT generate_series(1, $1)")
@@ -437,7 +443,7 @@ async fn the_sequencer_vacuums_its_queue() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let (vacuums, _): (i64, i64) = sqlx::query_as(QUEUE_STATS)
+    let vacuums: i64 = sqlx::query_scalar(VACUUMS)
         .fetch_one(&mut conn)
         .await
         .unwrap();
@@ -450,10 +456,12 @@ async fn the_sequencer_vacuums_its_queue() {
         }
     }
     assert_eq!(numbered, queued);
-    let (vacuums, dead): (i64, i64) = sqlx::query_as(QUEUE_STATS)
+    // How many dead rows it removed is not asserted: a VACUUM keeps those that
+    // another session's open snapshot may still see, and other tests run
+    // beside this one on the same database.
+    let vacuums: i64 = sqlx::query_scalar(VACUUMS)
         .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(vacuums, 1);
-    assert!(dead < 500, "{dead} dead rows left after the vacuum");
 }
