@@ -6,6 +6,8 @@
 //! These tests open the SQLite store directly, whatever ORGD_TEST_DATABASE_URL says:
 //! batching is SQLite's alone.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -578,7 +580,7 @@ async fn a_failed_fan_out_step_fails_no_write_of_its_batch_and_loses_no_event() 
     assert_eq!(store.fan_out(500, now_ms()).await.unwrap(), 0);
 }
 
-// ---- the copies reads by id are answered from (store/sqlite_org_copies.rs) ----------
+// ---- the copies reads by id are answered from (store/org_copies.rs) ----------
 
 async fn find(store: &SqliteStore, id: OrgId) -> Organization {
     let org = store
@@ -589,22 +591,8 @@ async fn find(store: &SqliteStore, id: OrgId) -> Organization {
     Organization::clone(&org)
 }
 
-/// Reads `id` until one is answered from the copies (the first read has the change
-/// counter read in the background), and returns it.
 async fn find_from_copy(store: &SqliteStore, id: OrgId) -> Organization {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let hits = store.org_copies().hits();
-        let org = find(store, id).await;
-        if store.org_copies().hits() > hits {
-            return org;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no read by id was answered from the copies in 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    common::read_from_copy(store, store.org_copies(), id).await
 }
 
 /// What another process or a hand edit does: a new name and version, in SQL.
@@ -684,37 +672,7 @@ async fn reads_racing_writes_never_go_back_and_never_miss_an_acknowledged_write(
     let store = Arc::new(fresh_store(&dir).await);
     let raced = org("raced");
     create(&store, &raced).await.unwrap();
-    let acknowledged = Arc::new(std::sync::atomic::AtomicI64::new(raced.version));
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readers: Vec<_> = (0..3)
-        .map(|_| {
-            let (store, acknowledged, done) = (store.clone(), acknowledged.clone(), done.clone());
-            tokio::spawn(async move {
-                let (mut last, mut reads) = (0, 0u64);
-                while !done.load(std::sync::atomic::Ordering::Acquire) {
-                    let floor = acknowledged.load(std::sync::atomic::Ordering::Acquire);
-                    let version = find(&store, raced.id).await.version;
-                    assert!(
-                        version >= floor,
-                        "read v{version} after v{floor} was acknowledged"
-                    );
-                    assert!(version >= last, "read v{version} after reading v{last}");
-                    (last, reads) = (version, reads + 1);
-                    tokio::task::yield_now().await;
-                }
-                reads
-            })
-        })
-        .collect();
-    let mut current = raced;
-    for n in 1..=300 {
-        current = describe(&store, &current, n).await;
-        acknowledged.store(current.version, std::sync::atomic::Ordering::Release);
-    }
-    done.store(true, std::sync::atomic::Ordering::Release);
-    for reader in readers {
-        assert!(reader.await.unwrap() > 0);
-    }
+    common::race_readers_against_writes(store.clone(), raced, 300).await;
     assert!(
         store.org_copies().hits() > 0,
         "the copies answered none of the reads"

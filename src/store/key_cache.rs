@@ -2,7 +2,7 @@
 //!
 //! Every request looks its API key up, and keys change rarely (created, revoked).
 //! The store decides when the cache may be used and empties it when keys change:
-//! PostgreSQL by LISTEN/NOTIFY (`pg_key_cache`), SQLite by a change counter it reads
+//! PostgreSQL by LISTEN/NOTIFY (`pg_changes`), SQLite by a change counter it reads
 //! at most every few milliseconds (`sqlite_key_cache`). This module is the part both
 //! share: the entries, and the generation ticket that keeps a lookup racing an
 //! invalidation from storing what the change replaced.

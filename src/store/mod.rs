@@ -7,10 +7,11 @@
 //! forgets whose data it touches.
 
 mod key_cache;
+pub mod org_copies;
 pub mod outbox;
 mod pg_batcher;
+mod pg_changes;
 mod pg_group_commit;
-mod pg_key_cache;
 mod pg_point_reads;
 pub mod postgres;
 mod postgres_outbox;
@@ -18,7 +19,6 @@ mod sealed_secrets;
 pub mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_key_cache;
-pub mod sqlite_org_copies;
 mod sqlite_outbox;
 mod sqlite_point_reads;
 pub mod sqlite_writer;
@@ -210,7 +210,8 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
 
     /// [`Store::find_org`] for a request that only answers what it finds (a GET):
     /// the store may answer it from this process's copies, which can lag another
-    /// process's commit by a moment (SQLite: sqlite_org_copies.rs, at most 20 ms).
+    /// process's commit by a moment (org_copies.rs: on SQLite at most 20 ms, on
+    /// PostgreSQL until its change notification arrives).
     /// Writes, and what they answer, plan on `find_org`.
     async fn read_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Arc<Organization>>> {
         Ok(self.find_org(lookup).await?.map(Arc::new))

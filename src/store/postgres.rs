@@ -23,8 +23,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{ConnectOptions, Postgres, Row};
 
 use super::key_cache::KeyCache;
+use super::org_copies::OrgCopies;
+use super::pg_changes;
 use super::pg_group_commit::{InPlaceRow, InPlaceWrites};
-use super::pg_key_cache;
 use super::pg_point_reads::IdReads;
 use super::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, Store, StoreError, StoreResult};
 use crate::domain::apikey::{ApiKey, ScopeSet, SecretHash};
@@ -56,7 +57,11 @@ pub struct PgStore {
     pub(super) pool: PgPool,
     /// Valid API keys, while PostgreSQL notifies us of key changes.
     keys: Arc<KeyCache>,
-    key_listener: tokio::task::JoinHandle<()>,
+    /// Organizations as stored, for reads by id, while PostgreSQL notifies us of
+    /// their changes (org_copies.rs).
+    copies: Arc<OrgCopies>,
+    /// Hears those notifications (pg_changes.rs).
+    listener: tokio::task::JoinHandle<()>,
     /// Batches the common update from concurrent requests into one statement.
     in_place: InPlaceWrites,
     /// Batches reads of one org by id from concurrent requests into one statement.
@@ -106,13 +111,16 @@ impl PgStore {
             .run(&pool)
             .await
             .context("cannot apply PostgreSQL migrations")?;
-        let (keys, key_listener) = pg_key_cache::start(pool.clone());
+        let keys = Arc::new(KeyCache::default());
+        let copies = Arc::new(OrgCopies::default());
+        let listener = pg_changes::start(pool.clone(), &keys, &copies);
         let in_place = InPlaceWrites::start(pool.clone());
         let by_id = IdReads::start(pool.clone());
         Ok(Self {
             pool,
             keys,
-            key_listener,
+            copies,
+            listener,
             in_place,
             by_id,
             secrets_key,
@@ -124,11 +132,16 @@ impl PgStore {
     pub fn caches_api_keys(&self) -> bool {
         self.keys.is_enabled()
     }
+
+    /// The copies reads by id are answered from, for tests and benchmarks.
+    pub fn org_copies(&self) -> &OrgCopies {
+        &self.copies
+    }
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.key_listener.abort();
+        self.listener.abort();
     }
 }
 
@@ -646,6 +659,21 @@ impl Store for PgStore {
         doc.as_deref().map(decode_org).transpose()
     }
 
+    async fn read_org(&self, lookup: &OrgLookup) -> StoreResult<Option<Arc<Organization>>> {
+        let OrgLookup::Id(id) = lookup else {
+            return Ok(self.find_org(lookup).await?.map(Arc::new));
+        };
+        if let Some(org) = self.copies.get(id) {
+            return Ok(Some(org));
+        }
+        let ticket = self.copies.ticket();
+        let org = self.find_org(lookup).await?.map(Arc::new);
+        if let Some(org) = org.as_ref().filter(|o| self.copies.worth_keeping(&o.id)) {
+            self.copies.fill(ticket, Arc::clone(org));
+        }
+        Ok(org)
+    }
+
     async fn lineage(&self, org_id: &OrgId) -> StoreResult<Vec<OrgId>> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         ancestry(&mut conn, org_id, false).await
@@ -682,14 +710,18 @@ impl Store for PgStore {
         next: Arc<Organization>,
         event: &Event,
     ) -> StoreResult<()> {
-        if current.changes_only_its_row(&next)
+        // Reads by id go to the database until this write ends, and then answer
+        // what it committed (org_copies.rs).
+        let writing = self.copies.writing([&current.id]);
+        if !(current.changes_only_its_row(&next)
             && self
                 .write_org_in_place(current.version, &next, event)
-                .await?
+                .await?)
         {
-            return Ok(());
+            retrying(|| self.write_org_once(&current.id, current.version, &next, event)).await?;
         }
-        retrying(|| self.write_org_once(&current.id, current.version, &next, event)).await
+        writing.committed([next]);
+        Ok(())
     }
 
     async fn list_org_events(

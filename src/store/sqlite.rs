@@ -19,9 +19,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite};
 
+use super::org_copies::OrgCopies;
 use super::sqlite_checkpoint::Checkpoints;
 use super::sqlite_key_cache::SqliteKeyCache;
-use super::sqlite_org_copies::OrgCopies;
 use super::sqlite_point_reads::PointReads;
 use super::sqlite_writer::{
     CommitStats, CreateOrg, EncodedEvent, GroupCommit, OrgColumns, WriteMembership, WriteOp,
@@ -51,7 +51,7 @@ pub struct SqliteStore {
     point: PointReads,
     /// Valid API keys, checked against the change counter (sqlite_key_cache.rs).
     keys: SqliteKeyCache,
-    /// Organizations as stored, for reads by id (sqlite_org_copies.rs).
+    /// Organizations as stored, for reads by id (org_copies.rs).
     copies: Arc<OrgCopies>,
     pub(super) group_commit: GroupCommit,
     /// Seals and opens webhook signing secrets (store/sealed_secrets.rs).
@@ -139,7 +139,7 @@ impl SqliteStore {
     }
 
     /// Has the writer connection's change counter read in the background when the
-    /// last reading has lapsed (`sqlite_org_copies.rs`); the caller does not wait.
+    /// last reading has lapsed (`org_copies.rs`); the caller does not wait.
     fn recheck_copies(&self) {
         if !self.copies.claim_check() {
             return;

@@ -24,9 +24,9 @@ use sqlx::{SqliteConnection, SqlitePool};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use super::org_copies::OrgCopies;
 use super::sqlite::{self, db_error};
 use super::sqlite_checkpoint::Checkpoints;
-use super::sqlite_org_copies::OrgCopies;
 use super::sqlite_outbox;
 use super::sqlite_point_reads::sqlite_error;
 use super::sqlite_writes;
@@ -407,7 +407,7 @@ fn fail_all(batch: Vec<WriteRequest>, err: &StoreError) {
 ///
 /// The process's copies of the organizations the batch writes are dropped before
 /// it runs and the committed ones kept before anyone is answered
-/// (`sqlite_org_copies.rs`).
+/// (`org_copies.rs`).
 fn commit_batch(
     db: &rusqlite::Connection,
     mut batch: Vec<WriteRequest>,
@@ -415,7 +415,7 @@ fn commit_batch(
     copies: &OrgCopies,
 ) {
     while !batch.is_empty() {
-        copies.writing(batch.iter().filter_map(|r| r.op.org()).map(|org| &org.id));
+        let writing = copies.writing(batch.iter().filter_map(|r| r.op.org()).map(|org| &org.id));
         let ran = run_batch(db, &batch, stats, copies);
         let committed = match &ran {
             Ok(outcomes) => batch
@@ -426,7 +426,7 @@ fn commit_batch(
                 .collect(),
             Err(_) => Vec::new(),
         };
-        copies.committed(committed);
+        writing.committed(committed);
         match ran {
             Ok(outcomes) => {
                 stats.record(batch.len());

@@ -607,3 +607,100 @@ impl Hold {
         }
     }
 }
+
+/// `current` with the next version and a new description, written through `store`.
+pub async fn describe(
+    store: &dyn orgd::store::Store,
+    current: &orgd::domain::org::Organization,
+    n: u64,
+) -> orgd::domain::org::Organization {
+    let mut next = current.clone();
+    next.version += 1;
+    next.description =
+        Some(orgd::domain::fields::Text::parse(&format!("v{n}"), 100).expect("a valid text"));
+    let event = key_event_context().event(
+        orgd::domain::event::EventType::OrganizationUpdated,
+        next.id,
+        next.version,
+        Default::default(),
+    );
+    store
+        .write_org(current, std::sync::Arc::new(next.clone()), &event)
+        .await
+        .expect("the write commits");
+    next
+}
+
+/// Three readers read `org` by id through `store` while `writes` updates of it
+/// are written one after another through the same store: no read may be older
+/// than a write already acknowledged when it began, and no reader may see the
+/// version go back. For the copies reads by id are answered from
+/// (src/store/org_copies.rs); each reader must have read at least once.
+pub async fn race_readers_against_writes(
+    store: std::sync::Arc<dyn orgd::store::Store>,
+    org: orgd::domain::org::Organization,
+    writes: u64,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::sync::Arc;
+    let acknowledged = Arc::new(AtomicI64::new(org.version));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, acknowledged, done) = (store.clone(), acknowledged.clone(), done.clone());
+            let id = org.id;
+            tokio::spawn(async move {
+                let (mut last, mut reads) = (0, 0u64);
+                while !done.load(Ordering::Acquire) {
+                    let floor = acknowledged.load(Ordering::Acquire);
+                    let found = store.read_org(&orgd::store::OrgLookup::Id(id)).await;
+                    let version = found.expect("the read").expect("the org").version;
+                    assert!(
+                        version >= floor,
+                        "read v{version} after v{floor} was acknowledged"
+                    );
+                    assert!(version >= last, "read v{version} after reading v{last}");
+                    (last, reads) = (version, reads + 1);
+                    tokio::task::yield_now().await;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut current = org;
+    for n in 1..=writes {
+        current = describe(store.as_ref(), &current, n).await;
+        acknowledged.store(current.version, Ordering::Release);
+    }
+    done.store(true, Ordering::Release);
+    for reader in readers {
+        assert!(
+            reader.await.expect("the reader ends") > 0,
+            "a reader never read"
+        );
+    }
+}
+
+/// Reads `id` through `store` until a read is answered from `copies` (the store's
+/// own), and returns that read: the first reads may go to the database while the
+/// store has yet to vouch for its copies, and a first miss is not kept.
+pub async fn read_from_copy(
+    store: &dyn orgd::store::Store,
+    copies: &orgd::store::org_copies::OrgCopies,
+    id: orgd::domain::ids::OrgId,
+) -> orgd::domain::org::Organization {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let hits = copies.hits();
+        let found = store.read_org(&orgd::store::OrgLookup::Id(id)).await;
+        let org = found.expect("the read").expect("the org exists");
+        if copies.hits() > hits {
+            return orgd::domain::org::Organization::clone(&org);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no read by id was answered from the copies in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
