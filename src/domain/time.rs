@@ -12,13 +12,16 @@ pub fn now() -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+const FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+
 /// `2026-11-23T06:21:28.123Z`.
 pub fn format(ts: Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    ts.strftime(FORMAT).to_string()
 }
 
+/// Written straight into the output, without a `String` in between.
 pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format(*ts))
+    s.collect_str(&ts.strftime(FORMAT))
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
@@ -32,7 +35,7 @@ pub mod option {
 
     pub fn serialize<S: Serializer>(ts: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
         match ts {
-            Some(ts) => s.serialize_str(&format(*ts)),
+            Some(ts) => s.collect_str(&ts.strftime(FORMAT)),
             None => s.serialize_none(),
         }
     }
