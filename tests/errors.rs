@@ -962,9 +962,10 @@ async fn corrupt_stored_org(database_url: &str, id: &str) {
             .rows_affected()
     };
     assert_eq!(updated, 1, "the organization's row exists");
-    // On SQLite orgd answers reads by id from its own copies while a reading of
-    // the writer's change counter, at most 20 ms old, vouches for them
-    // (docs/storage.md): an edit by another connection is answered after that.
+    // orgd answers reads by id from its own copies (docs/storage.md): an edit by
+    // another connection is answered once a reading of the change counter, at
+    // most 20 ms old, vouches for them (SQLite) or its notification arrived
+    // (PostgreSQL, about a millisecond).
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 

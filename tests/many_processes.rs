@@ -49,9 +49,11 @@ impl Cluster {
         &self.nodes[i % self.nodes.len()].base
     }
 
-    /// Lets a GET by id through one process see what another just committed: on
-    /// SQLite each process answers those from its own copies, vouched for by a
-    /// reading of the change counter at most 20 ms old (docs/storage.md).
+    /// Lets a GET by id through one process see what another just committed: each
+    /// process answers those from its own copies, which on SQLite a reading of the
+    /// change counter at most 20 ms old vouches for, and on PostgreSQL the change
+    /// notifications keep current, about a millisecond after a commit
+    /// (docs/storage.md).
     async fn settle() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
