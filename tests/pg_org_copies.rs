@@ -135,14 +135,6 @@ async fn another_processes_write_and_a_hand_edit_are_answered_once_notified() {
     assert_eq!(read_from_copy(&two, org.id).await, edited);
 }
 
-/// The sessions that LISTEN, by their backends' process ids.
-async fn listening_sessions(sql: &mut sqlx::PgConnection) -> Vec<i32> {
-    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
-        .fetch_all(sql)
-        .await
-        .unwrap()
-}
-
 /// When the listening connection drops, the notifications sent meanwhile are
 /// lost: nothing kept may be answered until listening again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,32 +142,24 @@ async fn copies_kept_across_a_lost_listening_connection_are_not_answered() {
     let Some(url) = fresh_schema().await else {
         return;
     };
-    let mut sql = sqlx::PgConnection::connect(&url).await.unwrap();
-    let before = listening_sessions(&mut sql).await;
-    let store = process(&url).await;
-    let ours: Vec<i32> = listening_sessions(&mut sql)
-        .await
-        .into_iter()
-        .filter(|pid| !before.contains(pid))
-        .collect();
+    // Its own application name tells this store's sessions from those of the
+    // tests running beside it (in the same process under `cargo test`), whose
+    // listening connections must not be ended.
+    let name = format!("orgd-test-{}", OrgId::generate());
+    let store = process(&format!("{url}&application_name={name}")).await;
     let org = create(&store, "unheard").await;
     read_from_copy(&store, org.id).await;
 
-    // (A session another test opened meanwhile may go too: its process listens
-    // again a second later.)
-    let mut ended = Vec::new();
-    for pid in ours {
-        let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-            .bind(pid)
-            .fetch_one(&mut sql)
-            .await
-            .unwrap();
-        ended.push(done);
-    }
-    assert!(
-        ended.contains(&true),
-        "no listening session of the store was ended"
-    );
+    let mut sql = sqlx::PgConnection::connect(&url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+    )
+    .bind(&name)
+    .fetch_all(&mut sql)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true], "the store's one listening session");
     eventually("the store never noticed the loss", || async {
         !store.org_copies().is_listening()
     })
