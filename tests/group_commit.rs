@@ -75,11 +75,7 @@ async fn update(
 /// Sets the description to `v{n}` (an update that takes the one-statement path)
 /// and returns the org as stored.
 async fn describe(store: &SqliteStore, current: &Organization, n: u64) -> Organization {
-    let mut next = current.clone();
-    next.version += 1;
-    next.description = Some(orgd::domain::fields::Text::parse(&format!("v{n}"), 100).unwrap());
-    update(store, current, &next).await.unwrap();
-    next
+    common::describe(store, current, n).await
 }
 
 fn member(org: &Organization, user: &str, role: OrgRole) -> Membership {

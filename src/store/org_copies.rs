@@ -42,6 +42,7 @@
 //! Bounded least-recently-used map (hashlink's, as in `http/recent_orgs.rs`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use hashlink::LruCache;
 
+use super::StoreResult;
 use crate::domain::ids::OrgId;
 use crate::domain::org::Organization;
 
@@ -117,7 +119,7 @@ pub(super) struct Writing<'a> {
 /// Taken before a database read; the copy it read may be kept only if nothing
 /// was committed or dropped since.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Ticket(u64);
+struct Ticket(u64);
 
 impl Default for OrgCopies {
     fn default() -> Self {
@@ -145,7 +147,7 @@ impl OrgCopies {
     /// The organization as stored, if it is kept and changes by other processes
     /// are being learnt of (a reading of the counter within [`FRESH_FOR`], or
     /// notifications).
-    pub(super) fn get(&self, id: &OrgId) -> Option<Arc<Organization>> {
+    fn get(&self, id: &OrgId) -> Option<Arc<Organization>> {
         if !self.fresh() {
             return None;
         }
@@ -154,6 +156,26 @@ impl OrgCopies {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
         org
+    }
+
+    /// A read by id: the kept copy, or else what `read` (the database) finds,
+    /// kept when worth keeping ([`Self::worth_keeping`]) and nothing changed
+    /// since the read began ([`Self::fill`]). `read` runs only on a miss, after
+    /// the ticket is taken.
+    pub(super) async fn read_through(
+        &self,
+        id: &OrgId,
+        read: impl Future<Output = StoreResult<Option<Organization>>>,
+    ) -> StoreResult<Option<Arc<Organization>>> {
+        if let Some(org) = self.get(id) {
+            return Ok(Some(org));
+        }
+        let ticket = self.ticket();
+        let org = read.await?.map(Arc::new);
+        if let Some(org) = org.as_ref().filter(|o| self.worth_keeping(&o.id)) {
+            self.fill(ticket, Arc::clone(org));
+        }
+        Ok(org)
     }
 
     /// Reads answered from here, for tests and benchmarks.
@@ -173,7 +195,7 @@ impl OrgCopies {
         self.listening.load(Ordering::Acquire)
     }
 
-    pub(super) fn ticket(&self) -> Ticket {
+    fn ticket(&self) -> Ticket {
         Ticket(self.lock().generation)
     }
 
@@ -184,7 +206,7 @@ impl OrgCopies {
     /// kept, each read evicted a copy for a ~1% hit rate, and GET by id ran
     /// ~6–15% slower than with no copies at all (bench/README.md, session 13).
     /// Lock-free: a lost race between two reads costs one fill, or one miss.
-    pub(super) fn worth_keeping(&self, id: &OrgId) -> bool {
+    fn worth_keeping(&self, id: &OrgId) -> bool {
         let hash = self.spread.hash_one(id) | 1;
         let slot = &self.missed[hash as usize % MISSES_REMEMBERED];
         if slot.load(Ordering::Relaxed) == hash {
@@ -198,7 +220,7 @@ impl OrgCopies {
 
     /// Keeps what a read found, unless a write ran or runs, or anything was
     /// dropped or notified, since `ticket` was taken.
-    pub(super) fn fill(&self, ticket: Ticket, org: Arc<Organization>) {
+    fn fill(&self, ticket: Ticket, org: Arc<Organization>) {
         let mut state = self.lock();
         if state.generation == ticket.0 && state.writes_running == 0 {
             state.orgs.insert(org.id, org);

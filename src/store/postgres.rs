@@ -663,15 +663,7 @@ impl Store for PgStore {
         let OrgLookup::Id(id) = lookup else {
             return Ok(self.find_org(lookup).await?.map(Arc::new));
         };
-        if let Some(org) = self.copies.get(id) {
-            return Ok(Some(org));
-        }
-        let ticket = self.copies.ticket();
-        let org = self.find_org(lookup).await?.map(Arc::new);
-        if let Some(org) = org.as_ref().filter(|o| self.copies.worth_keeping(&o.id)) {
-            self.copies.fill(ticket, Arc::clone(org));
-        }
-        Ok(org)
+        self.copies.read_through(id, self.find_org(lookup)).await
     }
 
     async fn lineage(&self, org_id: &OrgId) -> StoreResult<Vec<OrgId>> {

@@ -318,20 +318,13 @@ impl Store for SqliteStore {
         let OrgLookup::Id(id) = lookup else {
             return Ok(self.find_org(lookup).await?.map(Arc::new));
         };
-        if let Some(org) = self.copies.get(id) {
-            return Ok(Some(org));
-        }
-        self.recheck_copies();
-        let ticket = self.copies.ticket();
-        let doc = self.point.optional_text(
-            "SELECT doc FROM organizations WHERE id = ?1",
-            [id.to_string()],
-        )?;
-        let org = doc.as_deref().map(decode_org).transpose()?.map(Arc::new);
-        if let Some(org) = org.as_ref().filter(|o| self.copies.worth_keeping(&o.id)) {
-            self.copies.fill(ticket, Arc::clone(org));
-        }
-        Ok(org)
+        // On a miss, a lapsed reading of the change counter is also renewed in
+        // the background, so the copies vouch again soon.
+        let read = async {
+            self.recheck_copies();
+            self.find_org(lookup).await
+        };
+        self.copies.read_through(id, read).await
     }
 
     async fn lineage(&self, org_id: &OrgId) -> StoreResult<Vec<OrgId>> {
