@@ -223,6 +223,20 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// A process's resident memory now, in MB: anonymous (its own heap and stacks)
+/// and file-backed (its binary, and the pages of the SQLite file its point-read
+/// connections have touched through their memory maps; the kernel caches those
+/// pages for every reader, so they are not the process's own, but each mapping
+/// that touched a page counts it).
+fn rss_split_mb(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |field: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kb("RssAnon:")? / 1024.0, kb("RssFile:")? / 1024.0))
+}
+
 /// Sends one `GET path` and returns the status code, or `None` if nothing answered.
 /// Plain blocking TCP so the startup clock polls every millisecond without an HTTP
 /// client's own setup in the way.
@@ -837,6 +851,7 @@ async fn main() -> anyhow::Result<()> {
         let mut stores = vec![ScaleTarget {
             label: "SQLite",
             base: sqlite.base(),
+            pid: sqlite.pid(),
             db: ScaleDb::Sqlite(tmp.path().join("sqlite").join("orgd.db")),
             ids: std::fs::read_to_string(&sqlite_ids)?
                 .lines()
@@ -847,6 +862,7 @@ async fn main() -> anyhow::Result<()> {
             stores.push(ScaleTarget {
                 label: "PostgreSQL",
                 base: server.base(),
+                pid: server.pid(),
                 db: ScaleDb::Postgres(bench.orgd_url()),
                 ids: std::fs::read_to_string(ids)?
                     .lines()
@@ -1029,6 +1045,7 @@ enum ScaleDb {
 struct ScaleTarget {
     label: &'static str,
     base: String,
+    pid: u32,
     db: ScaleDb,
     /// The ids seeded through the API.
     ids: Vec<String>,
@@ -1040,6 +1057,8 @@ struct ScalePoint {
     get: Load,
     first_page: Load,
     cursor_page: Load,
+    /// Anonymous and file-backed RSS after the loads, MB.
+    rss: Option<(f64, f64)>,
 }
 
 /// Measures the reads, grows each store to `--scale-to` organizations by SQL (the
@@ -1049,8 +1068,8 @@ async fn scale(args: &Args, tmp: &Path, stores: Vec<ScaleTarget>) -> anyhow::Res
     let mut out = format!(
         "\nScale: reads at {} and at {} organizations ({} s per load, {} conns, 50 per page; \
          the extra organizations inserted by SQL)\n\n\
-         | store | orgs | GET by id req/s | p50 ms | p99 ms | first page req/s | p99 ms | page at a cursor req/s | p99 ms | errors |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | store | orgs | GET by id req/s | p50 ms | p99 ms | first page req/s | p99 ms | page at a cursor req/s | p99 ms | errors | RSS MB anon / file |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.orgs, args.scale_to, args.scale_duration, args.connections,
     );
     let mut plans = String::new();
@@ -1076,7 +1095,7 @@ async fn scale(args: &Args, tmp: &Path, stores: Vec<ScaleTarget>) -> anyhow::Res
         for p in &points {
             let errors = p.get.errors + p.first_page.errors + p.cursor_page.errors;
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {errors} |\n",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {errors} | {} |\n",
                 store.label,
                 p.orgs,
                 p.get.rate,
@@ -1086,6 +1105,8 @@ async fn scale(args: &Args, tmp: &Path, stores: Vec<ScaleTarget>) -> anyhow::Res
                 p.first_page.p99_ms,
                 p.cursor_page.rate,
                 p.cursor_page.p99_ms,
+                p.rss
+                    .map_or_else(|| "?".to_owned(), |(a, f)| format!("{a:.0} / {f:.0}")),
             ));
         }
         plans.push_str(&query_plans(&store.db).await?);
@@ -1111,11 +1132,15 @@ async fn scale_point(args: &Args, tmp: &Path, store: &ScaleTarget) -> anyhow::Re
         .collect();
     std::fs::write(&cursors, lines.join("\n"))?;
     let seconds = args.scale_duration;
+    let get = wrk_for(args, seconds, &store.base, "get", &ids).await?;
+    let first_page = wrk_for(args, seconds, &store.base, "first", &cursors).await?;
+    let cursor_page = wrk_for(args, seconds, &store.base, "list", &cursors).await?;
     Ok(ScalePoint {
         orgs,
-        get: wrk_for(args, seconds, &store.base, "get", &ids).await?,
-        first_page: wrk_for(args, seconds, &store.base, "first", &cursors).await?,
-        cursor_page: wrk_for(args, seconds, &store.base, "list", &cursors).await?,
+        get,
+        first_page,
+        cursor_page,
+        rss: rss_split_mb(store.pid),
     })
 }
 

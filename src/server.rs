@@ -158,6 +158,7 @@ pub async fn start(
         outbox,
         webhooks_allow_private: serve.webhooks_allow_private,
         recent_orgs: Arc::default(),
+        rendered_orgs: Default::default(),
         org_turns: Default::default(),
     });
     let router = http::router(state, &serve.cors_origins);

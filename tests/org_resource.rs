@@ -480,6 +480,67 @@ async fn a_deleted_organization_is_404_on_get_and_patch() {
     );
 }
 
+/// While updates commit one after another, every GET answers a body whose
+/// `version` is the one its `ETag` names and whose fields are that version's, never
+/// an older version than one already answered or acknowledged. GETs are answered
+/// from the store's kept copies and their renderings (`http/rendered_orgs.rs`), so
+/// this is what a rendering kept past its copy would break.
+#[tokio::test]
+async fn gets_racing_updates_answer_each_version_whole_and_never_go_back() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    const UPDATES: i64 = 60;
+    let app = TestApp::spawn().await;
+    let id = id_of(&app.create_org(json!({"name": "Raced"})).await);
+    let path = format!("/v1/organizations/{id}");
+    let acknowledged = AtomicI64::new(1);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let writer = async {
+        for n in 1..=UPDATES {
+            let updated = app
+                .patch(&path, &json!({"description": format!("after update {n}")}))
+                .send(200)
+                .await;
+            assert_eq!(updated.body["version"], n + 1);
+            acknowledged.store(n + 1, Ordering::Release);
+        }
+        done.store(true, Ordering::Release);
+    };
+    let reader = || async {
+        let mut last = 0;
+        loop {
+            // The read after the writer finished must see its last update.
+            let finished = done.load(Ordering::Acquire);
+            let floor = acknowledged.load(Ordering::Acquire);
+            let got = app.get(&path).send(200).await;
+            let version = got.body["version"].as_i64().expect("a version");
+            assert_eq!(got.header("etag"), Some(format!("\"{version}\"").as_str()));
+            let description = got.body["description"].as_str();
+            if version == 1 {
+                assert_eq!(description, None);
+            } else {
+                let expected = format!("after update {}", version - 1);
+                assert_eq!(description, Some(expected.as_str()), "at v{version}");
+            }
+            assert!(
+                version >= floor,
+                "read v{version} after v{floor} was acknowledged"
+            );
+            assert!(version >= last, "read v{version} after reading v{last}");
+            last = version;
+            if finished {
+                return last;
+            }
+        }
+    };
+    let ((), a, b) = tokio::join!(writer, reader(), reader());
+    assert_eq!(
+        (a, b),
+        (UPDATES + 1, UPDATES + 1),
+        "the last reads see the last update"
+    );
+}
+
 // ---- list -----------------------------------------------------------------------
 
 #[tokio::test]

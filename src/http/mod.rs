@@ -13,6 +13,7 @@ pub mod org_turns;
 pub mod orgs;
 pub mod query;
 pub mod recent_orgs;
+pub mod rendered_orgs;
 pub mod webhooks;
 
 use axum::response::{IntoResponse, Response};
@@ -67,6 +68,8 @@ pub struct App {
     pub webhooks_allow_private: bool,
     /// Organizations this process last wrote, to plan the next update on.
     pub recent_orgs: Arc<recent_orgs::RecentOrgs>,
+    /// GET answers as rendered for the store's kept copies (`rendered_orgs.rs`).
+    pub rendered_orgs: rendered_orgs::RenderedOrgs,
     /// Updates of one organization wait for each other here (`org_turns.rs`).
     pub org_turns: org_turns::OrgTurns,
 }

@@ -12,6 +12,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -751,7 +752,21 @@ pub async fn get_org(
 ) -> Result<Response, ApiError> {
     let Loaded { org, authority } = read_live_org(&app, &principal, &lookup).await?;
     access::authorize_org_read(&principal, &authority, &org, Scope::OrganizationsRead)?;
-    Ok(respond_org(StatusCode::OK, &org, false))
+    let body = app.rendered_orgs.body(&org, |org| {
+        serde_json::to_vec(&OrganizationOut::from(org))
+            .map(Bytes::from)
+            .map_err(|e| ApiError::Internal(e.into()))
+    })?;
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    response.headers_mut().insert(header::ETAG, etag(&org));
+    Ok(response)
 }
 
 /// Delete an organization (soft: it can be restored).
