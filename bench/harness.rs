@@ -224,10 +224,7 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
 }
 
 /// A process's resident memory now, in MB: anonymous (its own heap and stacks)
-/// and file-backed (its binary, and the pages of the SQLite file its point-read
-/// connections have touched through their memory maps; the kernel caches those
-/// pages for every reader, so they are not the process's own, but each mapping
-/// that touched a page counts it).
+/// and file-backed (its binary and libraries, and any file it maps).
 fn rss_split_mb(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb = |field: &str| -> Option<f64> {

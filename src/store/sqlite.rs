@@ -613,47 +613,6 @@ mod tests {
         assert_eq!(temp_store, 2);
     }
 
-    #[tokio::test]
-    async fn point_reads_map_the_file_and_see_each_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("orgd.db").display());
-        let store = SqliteStore::open(&url, SecretsKey::generate())
-            .await
-            .unwrap();
-        let mapped = store.point.optional_integer("PRAGMA mmap_size").unwrap();
-        assert_eq!(mapped, Some(0x7fff_0000), "clamped to another ceiling?");
-        // A mapped reader still sees every commit, checkpointed into the file or
-        // not, including one that grows the file past what it had mapped.
-        sqlx::query("CREATE TABLE grow (n INTEGER, pad TEXT)")
-            .execute(&store.writer)
-            .await
-            .unwrap();
-        let mut total = 0;
-        for rows in [1_i64, 5_000] {
-            sqlx::query(
-                "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < ?)
-                 INSERT INTO grow SELECT n, hex(randomblob(500)) FROM r",
-            )
-            .bind(rows)
-            .execute(&store.writer)
-            .await
-            .unwrap();
-            total += rows;
-            let counted = |store: &SqliteStore| {
-                store
-                    .point
-                    .optional_integer("SELECT COUNT(*) FROM grow")
-                    .unwrap()
-            };
-            assert_eq!(counted(&store), Some(total), "in the WAL");
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&store.writer)
-                .await
-                .unwrap();
-            assert_eq!(counted(&store), Some(total), "checkpointed");
-        }
-    }
-
     /// The flag reaches libsqlite3-sys's build script through the same `[env]`
     /// table of `.cargo/config.toml` that sets it for this crate; SQLite has no
     /// pragma or compile option that reports which sync call it makes.

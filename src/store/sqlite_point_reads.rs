@@ -12,6 +12,7 @@
 //! holds a runtime thread.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,24 +20,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{StoreError, StoreResult};
 
-/// How much of the database file each point-read connection maps into memory
-/// (`PRAGMA mmap_size`): SQLite's own ceiling in the bundled build
-/// (`SQLITE_MAX_MMAP_SIZE`, just under 2 GiB), which it clamps larger values to.
-///
-/// Without it, a page that is not in the connection's own cache (2 MB) is
-/// copied in with a `pread` and parsed again: at a million organizations, where
-/// most reads by id miss the copies (`org_copies.rs`) and land on pages no
-/// connection has cached, those copies and the locks around them were the
-/// largest part of the read. Mapped, a page is read where the kernel's page
-/// cache holds it. The mapping is of a file the kernel caches anyway, so it adds
-/// no private memory, but the pages a connection has touched count in the
-/// process's RSS (once per connection that touched them; see `with_conn`).
-/// An I/O error on a mapped page is a SIGBUS rather than an error code: the risk
-/// SQLite documents for memory-mapped I/O, taken here only for reads.
-const MMAP_SIZE: i64 = 0x7fff_0000;
-
 pub(super) struct PointReads {
     conns: Box<[Mutex<Connection>]>,
+    next: AtomicUsize,
 }
 
 impl PointReads {
@@ -54,32 +40,31 @@ impl PointReads {
                 // from being held long, and the request then answers 503.
                 conn.busy_timeout(Duration::from_millis(500))?;
                 conn.set_prepared_statement_cache_capacity(32);
-                conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
                 Ok(Mutex::new(conn))
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Self {
             conns: conns.into_boxed_slice(),
+            next: AtomicUsize::new(0),
         })
     }
 
-    /// Runs `read` on the first free connection. Reads hold a connection for
-    /// microseconds and never across an `.await`, so when every one is taken
-    /// (more threads than connections) waiting for one is brief.
-    ///
-    /// The first free one rather than the next in turn: with one runtime thread
-    /// per core, the first few connections do nearly all the reads, so their
-    /// page caches stay warm and the rest touch few mapped pages (each
-    /// connection that touches a page counts it in the RSS again).
+    /// Runs `read` on a free connection. Reads hold a connection for microseconds
+    /// and never across an `.await`, so when every one is taken (more threads than
+    /// connections) waiting for one is brief.
     fn with_conn<T>(
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> StoreResult<T> {
-        let guard = self
-            .conns
-            .iter()
-            .find_map(|conn| conn.try_lock().ok())
-            .unwrap_or_else(|| self.conns[0].lock().unwrap_or_else(PoisonError::into_inner));
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        let guard = (0..n)
+            .find_map(|i| self.conns[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.conns[start % n]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
         read(&guard).map_err(sqlite_error)
     }
 
