@@ -118,6 +118,42 @@ async fn metrics_count_requests_by_route_template() {
     );
 }
 
+/// How often GETs by id were answered from the process's copies, and how often
+/// those were all dropped, for operators to see whether the copies work for them.
+#[tokio::test]
+async fn metrics_report_the_copies_answering_gets_by_id() {
+    let app = TestApp::spawn().await;
+    let id = app.org_named("Kept").await;
+    let value = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    // The create keeps what it committed, so GETs are answered from it while
+    // the copies are known to be fresh: on SQLite within 20 ms of the last check
+    // of the change counter (a GET later than that has one taken and reads the
+    // database itself), on PostgreSQL once the store's listening connection is
+    // known to receive (moments after it starts). So GETs go in bursts. The
+    // registry is the process's; under `cargo test` other servers' copies count
+    // too, and the exported value is the largest any of them reported.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        for _ in 0..5 {
+            app.get(&format!("/v1/organizations/{id}")).send(200).await;
+        }
+        let metrics = app.get("/metrics").key(None).send(200).await;
+        value(&metrics.text, "orgd_org_copies_drops_total");
+        if value(&metrics.text, "orgd_org_copies_hits_total") >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no GET was answered from the copies"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 // ---- OpenAPI and docs -----------------------------------------------------------
 
 #[tokio::test]

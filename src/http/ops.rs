@@ -31,6 +31,12 @@ async fn readyz(State(app): State<AppState>) -> Result<impl IntoResponse, ApiErr
 
 /// Prometheus text exposition.
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    // The store counts these itself (atomics on its hot path); they are copied
+    // into the registry when scraped. `absolute` keeps the larger value, so a
+    // registry shared by several stores (tests) never goes back.
+    let copies = app.store.org_copies();
+    metrics::counter!("orgd_org_copies_hits_total").absolute(copies.hits());
+    metrics::counter!("orgd_org_copies_drops_total").absolute(copies.drops());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

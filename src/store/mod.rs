@@ -202,6 +202,10 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The organizations this process keeps for reads by id (`org_copies.rs`);
+    /// `/metrics` reports how often they answered.
+    fn org_copies(&self) -> &org_copies::OrgCopies;
+
     // ---- organizations ----
 
     /// An organization, live or deleted. A slug resolves to the live org holding it,

@@ -132,11 +132,6 @@ impl PgStore {
     pub fn caches_api_keys(&self) -> bool {
         self.keys.is_enabled()
     }
-
-    /// The copies reads by id are answered from, for tests and benchmarks.
-    pub fn org_copies(&self) -> &OrgCopies {
-        &self.copies
-    }
 }
 
 impl Drop for PgStore {
@@ -631,6 +626,10 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    fn org_copies(&self) -> &OrgCopies {
+        &self.copies
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -133,11 +133,6 @@ impl SqliteStore {
         &self.group_commit.stats
     }
 
-    /// The organizations kept for reads by id.
-    pub fn org_copies(&self) -> &OrgCopies {
-        &self.copies
-    }
-
     /// Has the writer connection's change counter read in the background when the
     /// last reading has lapsed (`org_copies.rs`); the caller does not wait.
     fn recheck_copies(&self) {
@@ -291,6 +286,10 @@ impl KeyRow {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn org_copies(&self) -> &OrgCopies {
+        &self.copies
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
