@@ -757,16 +757,14 @@ pub async fn get_org(
             .map(Bytes::from)
             .map_err(|e| ApiError::Internal(e.into()))
     })?;
-    let mut response = (
-        [(
+    let headers = [
+        (
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response();
-    response.headers_mut().insert(header::ETAG, etag(&org));
-    Ok(response)
+        ),
+        (header::ETAG, etag(&org)),
+    ];
+    Ok((headers, body).into_response())
 }
 
 /// Delete an organization (soft: it can be restored).
