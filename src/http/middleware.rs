@@ -9,15 +9,19 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::request_metrics;
+
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static REQUEST_ID: HeaderValue;
 }
 
 /// The current request's id, for error bodies, events and logs; empty outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+    REQUEST_ID
+        .try_with(|id| id.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
 }
 
 /// Accepts the caller's `X-Request-Id` or makes one, echoes it, and makes it
@@ -28,45 +32,50 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     let incoming = request
         .headers()
         .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned);
-    let id = incoming.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned();
+    // The id is kept as a `HeaderValue` (shared bytes): the header, the task-local
+    // and the log line then share one copy instead of three strings.
+    let value = incoming.unwrap_or_else(|| {
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
+        HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    });
     request
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), value.clone());
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
     let started = Instant::now();
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
-    response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    let mut response = REQUEST_ID.scope(value.clone(), next.run(request)).await;
     tracing::info!(
-        request.id = %id,
+        request.id = %value.to_str().unwrap_or_default(),
         http.method = %method,
-        http.path = %path,
+        http.path = %uri.path(),
         http.status = response.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request finished"
     );
+    response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     response
 }
 
 /// Request count and latency by route template (not raw path, so ids do not
 /// explode the label set).
 pub async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("orgd_http_requests_total", &labels).increment(1);
-    metrics::histogram!("orgd_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    request_metrics::record(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        &method,
+        response.status(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

@@ -14,6 +14,7 @@ pub mod orgs;
 pub mod query;
 pub mod recent_orgs;
 pub mod rendered_orgs;
+pub mod request_metrics;
 pub mod webhooks;
 
 use axum::response::{IntoResponse, Response};
@@ -68,7 +69,8 @@ pub struct App {
     pub webhooks_allow_private: bool,
     /// Organizations this process last wrote, to plan the next update on.
     pub recent_orgs: Arc<recent_orgs::RecentOrgs>,
-    /// GET answers as rendered for the store's kept copies (`rendered_orgs.rs`).
+    /// GET answers as rendered for the store's kept copies (`rendered_orgs.rs`),
+    /// as many as the store keeps.
     pub rendered_orgs: rendered_orgs::RenderedOrgs,
     /// Updates of one organization wait for each other here (`org_turns.rs`).
     pub org_turns: org_turns::OrgTurns,
