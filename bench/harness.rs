@@ -26,6 +26,12 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// Ids the scale check's GET and list loads read, sampled at random.
+const SCALE_SAMPLE: usize = 100_000;
+
+/// orgd's `ORGD_ORG_COPIES` default.
+const DEFAULT_ORG_COPIES: usize = orgd::store::org_copies::DEFAULT_CAPACITY;
+
 /// The bootstrap key both orgd servers are started with (`ORGD_BOOTSTRAP_KEY`).
 const BENCH_KEY: &str = "orgd_bench-bootstrap-admin-key-0123456789abcdef";
 
@@ -80,6 +86,11 @@ struct Args {
     /// Profile the PostgreSQL-backed orgd instead of the SQLite one.
     #[arg(long)]
     profile_pg: bool,
+    /// With `--profile`: an environment variable for the profiled orgd, as
+    /// `NAME=VALUE` (repeatable), e.g. `ORGD_ORG_COPIES=0` for GETs that all read
+    /// the database.
+    #[arg(long, value_parser = parse_env_pair)]
+    orgd_env: Vec<(String, String)>,
     /// With `--profile`: run the load without `perf` and print only its figures
     /// (for alternating A/B runs of two binaries with `--orgd`).
     #[arg(long)]
@@ -106,6 +117,10 @@ struct Load {
     /// host, and it says what a request costs the server apart from the load
     /// generator that shares the machine.
     server_us: f64,
+    /// For GET by id on orgd: the share of the GETs it answered from its copies of
+    /// organizations (`orgd_org_copies_hits_total` before and after the load);
+    /// NaN where not measured.
+    from_copies: f64,
 }
 
 /// Every repetition of every measurement, by name.
@@ -115,12 +130,17 @@ struct Samples(BTreeMap<&'static str, Vec<Load>>);
 impl Samples {
     fn add(&mut self, name: &'static str, load: Load) {
         println!(
-            "  {name:<28} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}  server CPU {} µs/req",
+            "  {name:<28} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}  server CPU {} µs/req{}",
             load.rate,
             load.p50_ms,
             load.p99_ms,
             load.errors,
-            fmt_opt(Some(load.server_us), 1)
+            fmt_opt(Some(load.server_us), 1),
+            if load.from_copies.is_nan() {
+                String::new()
+            } else {
+                format!("  from copies {}", fmt_share(load.from_copies))
+            }
         );
         self.0.entry(name).or_default().push(load);
     }
@@ -134,6 +154,7 @@ impl Samples {
             p99_ms: median(loads.iter().map(|l| l.p99_ms).collect()),
             errors: loads.iter().map(|l| l.errors).sum(),
             server_us: median(loads.iter().map(|l| l.server_us).collect()),
+            from_copies: median(loads.iter().map(|l| l.from_copies).collect()),
         })
     }
 
@@ -278,10 +299,14 @@ async fn start_orgd(
     data_dir: &Path,
     database_url: Option<&str>,
     bootstrap_key: Option<&str>,
+    extra_env: &[(&str, String)],
 ) -> anyhow::Result<(Server, Duration)> {
     std::fs::create_dir_all(data_dir)?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let log = std::fs::File::create(data_dir.join("orgd.log"))?;
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // One log per server: the scale check starts more servers on one data dir.
+    let log_path = data_dir.join(format!("orgd-{port}.log"));
+    let log = std::fs::File::create(&log_path)?;
     let mut command = Command::new(orgd);
     command
         .arg("serve")
@@ -298,6 +323,7 @@ async fn start_orgd(
     if let Some(key) = bootstrap_key {
         command.env("ORGD_BOOTSTRAP_KEY", key);
     }
+    command.envs(extra_env.iter().map(|(name, value)| (name, value)));
     let started = Instant::now();
     let mut child = command
         .spawn()
@@ -317,10 +343,7 @@ async fn start_orgd(
         Some(elapsed) => Ok((Server { child, addr }, elapsed)),
         None => {
             let _ = child.start_kill();
-            bail!(
-                "orgd did not become ready; see {}",
-                data_dir.join("orgd.log").display()
-            )
+            bail!("orgd did not become ready; see {}", log_path.display())
         }
     }
 }
@@ -382,6 +405,11 @@ async fn wrk_for(
     mode: &str,
     ids: &Path,
 ) -> anyhow::Result<Load> {
+    let hits_before = if mode == "get" {
+        copies_hits(base).await
+    } else {
+        None
+    };
     let output = Command::new("wrk")
         .arg(format!("-t{}", args.wrk_threads))
         .arg(format!("-c{}", args.connections))
@@ -408,12 +436,20 @@ async fn wrk_for(
         .iter()
         .map(|k| n(k) as u64)
         .sum();
+    let requests = n("requests");
+    let from_copies = match hits_before {
+        Some(before) if requests > 0.0 => copies_hits(base)
+            .await
+            .map_or(f64::NAN, |after| (after - before) / requests),
+        _ => f64::NAN,
+    };
     Ok(Load {
-        rate: n("requests") / (n("duration_us") / 1e6),
+        rate: requests / (n("duration_us") / 1e6),
         p50_ms: n("p50_us") / 1000.0,
         p99_ms: n("p99_us") / 1000.0,
         errors,
         server_us: f64::NAN,
+        from_copies,
     })
 }
 
@@ -502,6 +538,7 @@ async fn sqlite_loop(path: &Path, rows: usize, duration: Duration) -> anyhow::Re
         p99_ms: percentile(&latencies, 99.0),
         errors: 0,
         server_us: f64::NAN,
+        from_copies: f64::NAN,
     })
 }
 
@@ -633,6 +670,7 @@ impl PgBench {
             p99_ms: percentile(&latencies, 99.0),
             errors: failed,
             server_us: f64::NAN,
+            from_copies: f64::NAN,
         })
     }
 }
@@ -672,6 +710,21 @@ struct Row {
     met: Option<bool>,
 }
 
+fn parse_env_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+}
+
+/// A share as a whole percentage; `?` where not measured.
+fn fmt_share(share: f64) -> String {
+    if share.is_nan() {
+        "?".to_owned()
+    } else {
+        format!("{:.0}%", share * 100.0)
+    }
+}
+
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.filter(|v| v.is_finite())
         .map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
@@ -685,8 +738,12 @@ fn report(rows: &[Row]) -> String {
     for row in rows {
         let l = row.load;
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.name,
+            match l.map(|l| l.from_copies) {
+                Some(share) if !share.is_nan() => format!(" ({} from copies)", fmt_share(share)),
+                _ => String::new(),
+            },
             fmt_opt(l.map(|l| l.rate), 0),
             fmt_opt(l.map(|l| l.p50_ms), 2),
             fmt_opt(l.map(|l| l.p99_ms), 2),
@@ -733,6 +790,7 @@ async fn main() -> anyhow::Result<()> {
             &tmp.path().join(format!("start-{i}")),
             None,
             None,
+            &[],
         )
         .await?;
         server.stop().await;
@@ -750,6 +808,7 @@ async fn main() -> anyhow::Result<()> {
         &tmp.path().join("sqlite"),
         None,
         Some(BENCH_KEY),
+        &[],
     )
     .await?;
     let (ids, sqlite_seed_rate) = seed(&sqlite.base(), args.orgs, args.connections).await?;
@@ -772,6 +831,7 @@ async fn main() -> anyhow::Result<()> {
             &tmp.path().join("pg"),
             Some(&bench.orgd_url()),
             Some(BENCH_KEY),
+            &[],
         )
         .await?;
         let (ids, rate) = seed(&server.base(), args.orgs, args.connections).await?;
@@ -849,6 +909,8 @@ async fn main() -> anyhow::Result<()> {
             label: "SQLite",
             base: sqlite.base(),
             pid: sqlite.pid(),
+            data_dir: tmp.path().join("sqlite"),
+            database_url: None,
             db: ScaleDb::Sqlite(tmp.path().join("sqlite").join("orgd.db")),
             ids: std::fs::read_to_string(&sqlite_ids)?
                 .lines()
@@ -860,6 +922,8 @@ async fn main() -> anyhow::Result<()> {
                 label: "PostgreSQL",
                 base: server.base(),
                 pid: server.pid(),
+                data_dir: tmp.path().join("pg"),
+                database_url: Some(bench.orgd_url()),
                 db: ScaleDb::Postgres(bench.orgd_url()),
                 ids: std::fs::read_to_string(ids)?
                     .lines()
@@ -1043,6 +1107,9 @@ struct ScaleTarget {
     label: &'static str,
     base: String,
     pid: u32,
+    /// What more servers on the same store are started with.
+    data_dir: PathBuf,
+    database_url: Option<String>,
     db: ScaleDb,
     /// The ids seeded through the API.
     ids: Vec<String>,
@@ -1056,6 +1123,55 @@ struct ScalePoint {
     cursor_page: Load,
     /// Anonymous and file-backed RSS after the loads, MB.
     rss: Option<(f64, f64)>,
+    /// GET by id on more servers on the same store, keeping other numbers of
+    /// copies (`ORGD_ORG_COPIES`).
+    other_copies: Vec<CopiesRun>,
+}
+
+/// GET by id on a server started for it with `ORGD_ORG_COPIES` = `copies`.
+struct CopiesRun {
+    copies: usize,
+    get: Load,
+    rss: Option<(f64, f64)>,
+}
+
+/// Starts orgd on `store`'s database keeping `copies` copies, runs GET by id on
+/// `ids` (after a warm-up as long, when `warm`: a read is kept at its second
+/// miss), and stops it.
+async fn get_keeping(
+    args: &Args,
+    store: &ScaleTarget,
+    ids: &Path,
+    copies: usize,
+    warm: bool,
+) -> anyhow::Result<CopiesRun> {
+    println!("  GET by id on a server keeping {copies} copies");
+    let (server, _) = start_orgd(
+        &args.orgd,
+        &store.data_dir,
+        store.database_url.as_deref(),
+        Some(BENCH_KEY),
+        &[("ORGD_ORG_COPIES", copies.to_string())],
+    )
+    .await?;
+    let seconds = args.scale_duration;
+    if warm {
+        wrk_for(args, seconds, &server.base(), "get", ids).await?;
+    }
+    let get = wrk_for(args, seconds, &server.base(), "get", ids).await?;
+    println!(
+        "    {:.0}/s, p99 {:.2} ms, {} from the copies",
+        get.rate,
+        get.p99_ms,
+        fmt_share(get.from_copies)
+    );
+    let rss = rss_split_mb(server.pid());
+    server.stop().await;
+    Ok(CopiesRun { copies, get, rss })
+}
+
+fn fmt_rss(rss: Option<(f64, f64)>) -> String {
+    rss.map_or_else(|| "?".to_owned(), |(a, f)| format!("{a:.0} / {f:.0}"))
 }
 
 /// Measures the reads, grows each store to `--scale-to` organizations by SQL (the
@@ -1065,9 +1181,16 @@ async fn scale(args: &Args, tmp: &Path, stores: Vec<ScaleTarget>) -> anyhow::Res
     let mut out = format!(
         "\nScale: reads at {} and at {} organizations ({} s per load, {} conns, 50 per page; \
          the extra organizations inserted by SQL)\n\n\
-         | store | orgs | GET by id req/s | p50 ms | p99 ms | first page req/s | p99 ms | page at a cursor req/s | p99 ms | errors | RSS MB anon / file |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | store | orgs | GET by id req/s | p50 ms | p99 ms | GETs from copies | first page req/s | p99 ms | page at a cursor req/s | p99 ms | errors | RSS MB anon / file |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.orgs, args.scale_to, args.scale_duration, args.connections,
+    );
+    let mut copies_table = format!(
+        "\nGET by id and the copies of organizations (`ORGD_ORG_COPIES`): 0 reads the \
+         database for every GET; {} is the read set (after a warm-up of {} s)\n\n\
+         | store | orgs | copies kept at most | GET by id req/s | p99 ms | GETs from copies | RSS MB anon / file |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+        SCALE_SAMPLE, args.scale_duration,
     );
     let mut plans = String::new();
     for mut store in stores {
@@ -1092,22 +1215,47 @@ async fn scale(args: &Args, tmp: &Path, stores: Vec<ScaleTarget>) -> anyhow::Res
         for p in &points {
             let errors = p.get.errors + p.first_page.errors + p.cursor_page.errors;
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {errors} | {} |\n",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} | {:.0} | {:.2} | {errors} | {} |\n",
                 store.label,
                 p.orgs,
                 p.get.rate,
                 p.get.p50_ms,
                 p.get.p99_ms,
+                fmt_share(p.get.from_copies),
                 p.first_page.rate,
                 p.first_page.p99_ms,
                 p.cursor_page.rate,
                 p.cursor_page.p99_ms,
-                p.rss
-                    .map_or_else(|| "?".to_owned(), |(a, f)| format!("{a:.0} / {f:.0}")),
+                fmt_rss(p.rss),
             ));
+        }
+        for p in &points {
+            copies_table.push_str(&format!(
+                "| {} | {} | {} (as shipped) | {:.0} | {:.2} | {} | {} |\n",
+                store.label,
+                p.orgs,
+                DEFAULT_ORG_COPIES,
+                p.get.rate,
+                p.get.p99_ms,
+                fmt_share(p.get.from_copies),
+                fmt_rss(p.rss),
+            ));
+            for run in &p.other_copies {
+                copies_table.push_str(&format!(
+                    "| {} | {} | {} | {:.0} | {:.2} | {} | {} |\n",
+                    store.label,
+                    p.orgs,
+                    run.copies,
+                    run.get.rate,
+                    run.get.p99_ms,
+                    fmt_share(run.get.from_copies),
+                    fmt_rss(run.rss),
+                ));
+            }
         }
         plans.push_str(&query_plans(&store.db).await?);
     }
+    out.push_str(&copies_table);
     out.push_str(&plans);
     Ok(out)
 }
@@ -1117,7 +1265,7 @@ async fn scale_point(args: &Args, tmp: &Path, store: &ScaleTarget) -> anyhow::Re
     println!("== {}: reads at {orgs} organizations", store.label);
     // A uniform sample keeps wrk's per-thread copy small at a million ids.
     let mut rng = rand::thread_rng();
-    let sample: Vec<&str> = (0..orgs.min(100_000))
+    let sample: Vec<&str> = (0..orgs.min(SCALE_SAMPLE))
         .map(|_| store.ids[rng.gen_range(0..orgs)].as_str())
         .collect();
     let ids = tmp.join(format!("scale-ids-{}-{orgs}.txt", store.label));
@@ -1130,15 +1278,40 @@ async fn scale_point(args: &Args, tmp: &Path, store: &ScaleTarget) -> anyhow::Re
     std::fs::write(&cursors, lines.join("\n"))?;
     let seconds = args.scale_duration;
     let get = wrk_for(args, seconds, &store.base, "get", &ids).await?;
+    println!(
+        "  GET by id: {:.0}/s, {} from the copies",
+        get.rate,
+        fmt_share(get.from_copies)
+    );
     let first_page = wrk_for(args, seconds, &store.base, "first", &cursors).await?;
     let cursor_page = wrk_for(args, seconds, &store.base, "list", &cursors).await?;
+    let rss = rss_split_mb(store.pid);
+    let mut other_copies = vec![get_keeping(args, store, &ids, 0, false).await?];
+    if orgs > SCALE_SAMPLE {
+        other_copies.push(get_keeping(args, store, &ids, SCALE_SAMPLE, true).await?);
+    }
     Ok(ScalePoint {
         orgs,
         get,
         first_page,
         cursor_page,
-        rss: rss_split_mb(store.pid),
+        rss,
+        other_copies,
     })
+}
+
+/// orgd's count of GETs by id answered from its copies of organizations, from
+/// `/metrics`.
+async fn copies_hits(base: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("orgd_org_copies_hits_total "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A stored document like the seeded ones, for a new id.
@@ -1317,11 +1490,17 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
     } else {
         None
     };
+    let env: Vec<(&str, String)> = args
+        .orgd_env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
     let (server, _) = start_orgd(
         &args.orgd,
         &tmp.join("profiled"),
         url.as_deref(),
         Some(BENCH_KEY),
+        &env,
     )
     .await?;
     let (ids, _) = seed(&server.base(), args.orgs, args.connections).await?;

@@ -87,6 +87,16 @@ pub struct StoreConfig {
     )]
     pub database_pool_size: u32,
 
+    /// Most organizations each orgd process keeps copies of, to answer GET by id
+    /// without the database (~3 KB each with their rendered answers); 0 keeps none.
+    #[arg(
+        long,
+        env = "ORGD_ORG_COPIES",
+        default_value_t = crate::store::org_copies::DEFAULT_CAPACITY,
+        global = true
+    )]
+    pub org_copies: usize,
+
     /// Base64 of 32 bytes: the key that seals webhook signing secrets in the
     /// database. Every orgd process on one database needs the same key.
     #[arg(long, env = "ORGD_SECRETS_KEY", global = true)]
@@ -262,6 +272,7 @@ mod tests {
             data_dir: "./data".into(),
             database_url: Some("postgres://u:hunter2@db/orgd".into()),
             database_pool_size: 16,
+            org_copies: 10_000,
             secrets_key: Some("c2VhbGluZy1rZXktdGhhdC1tdXN0LW5vdC1sZWFrIQ==".into()),
             secrets_key_file: None,
         };
@@ -274,5 +285,17 @@ mod tests {
     fn the_cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn org_copies_default_to_the_stores_capacity_and_can_be_turned_off() {
+        let cli = Cli::try_parse_from(["orgd", "serve"]).expect("parses");
+        assert_eq!(
+            cli.store.org_copies,
+            crate::store::org_copies::DEFAULT_CAPACITY
+        );
+        let cli = Cli::try_parse_from(["orgd", "serve", "--org-copies", "0"]).expect("parses");
+        assert_eq!(cli.store.org_copies, 0);
+        assert!(Cli::try_parse_from(["orgd", "serve", "--org-copies", "-1"]).is_err());
     }
 }

@@ -109,6 +109,7 @@ mod tests {
             data_dir: data_dir.to_path_buf(),
             database_url: None,
             database_pool_size: 1,
+            org_copies: crate::store::org_copies::DEFAULT_CAPACITY,
             secrets_key: None,
             secrets_key_file: None,
         }

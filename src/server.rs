@@ -86,7 +86,13 @@ pub async fn open_store(config: &StoreConfig) -> anyhow::Result<SharedStore> {
             .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     }
     let loaded = load_secrets_key(config)?;
-    let opened = store::open(&config.url(), config.database_pool_size, loaded.key).await;
+    let opened = store::open(
+        &config.url(),
+        config.database_pool_size,
+        loaded.key,
+        config.org_copies,
+    )
+    .await;
     match (&loaded.generated, opened) {
         (Some(path), Err(err)) => Err(err.context(format!(
             "no secrets key was configured, so this start made a new one in {}",
@@ -158,7 +164,7 @@ pub async fn start(
         outbox,
         webhooks_allow_private: serve.webhooks_allow_private,
         recent_orgs: Arc::default(),
-        rendered_orgs: Default::default(),
+        rendered_orgs: http::rendered_orgs::RenderedOrgs::new(store.org_copies().capacity()),
         org_turns: Default::default(),
     });
     let router = http::router(state, &serve.cors_origins);

@@ -77,9 +77,14 @@ async fn a_backup_taken_under_writes_holds_every_write_acknowledged_before_it() 
         .ok()
         .and_then(|text| orgd::domain::secrets_key::SecretsKey::parse(&text))
         .expect("the data dir holds the secrets key");
-    let copy = orgd::store::open(&format!("sqlite://{}", target.display()), 1, key)
-        .await
-        .unwrap();
+    let copy = orgd::store::open(
+        &format!("sqlite://{}", target.display()),
+        1,
+        key,
+        orgd::store::org_copies::DEFAULT_CAPACITY,
+    )
+    .await
+    .unwrap();
     for (org, version) in &before_backup {
         let lookup = OrgLookup::parse(org).unwrap();
         let restored = copy

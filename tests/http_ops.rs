@@ -154,6 +154,30 @@ async fn metrics_report_the_copies_answering_gets_by_id() {
     }
 }
 
+#[tokio::test]
+async fn a_server_keeping_no_copies_answers_every_get_by_id_from_the_database() {
+    let app = TestApp::spawn_configured(|store| store.org_copies = 0, |_| {}).await;
+    let id = app.org_named("Unkept").await;
+    let path = format!("/v1/organizations/{id}");
+    for round in 0..3 {
+        let got = app.get(&path).send(200).await;
+        assert_eq!(got.body["version"], round + 1);
+        let etag = got.header("etag").expect("an ETag").to_owned();
+        let description = format!("round {round}");
+        let patched = app
+            .patch(&path, &json!({"description": description}))
+            .header("if-match", &etag)
+            .send(200)
+            .await;
+        assert_eq!(patched.body["version"], round + 2);
+        let again = app.get(&path).send(200).await;
+        assert_eq!(again.body["description"], description.as_str());
+        assert_eq!(again.body["version"], round + 2);
+    }
+    assert_eq!(app.store().org_copies().hits(), 0);
+    assert_eq!(app.store().org_copies().capacity(), 0);
+}
+
 // ---- OpenAPI and docs -----------------------------------------------------------
 
 #[tokio::test]
@@ -612,6 +636,7 @@ fn store_config_of(app: &TestApp) -> StoreConfig {
         data_dir: app.data_dir.path().to_path_buf(),
         database_url,
         database_pool_size: 2,
+        org_copies: orgd::store::org_copies::DEFAULT_CAPACITY,
         secrets_key: None,
         secrets_key_file: None,
     }

@@ -108,6 +108,7 @@ async fn a_lost_database_gives_fast_503s_and_orgd_recovers_when_it_returns() {
         data_dir: data.path().to_path_buf(),
         database_url: Some(proxied.into()),
         database_pool_size: 4,
+        org_copies: orgd::store::org_copies::DEFAULT_CAPACITY,
         secrets_key: None,
         secrets_key_file: None,
     };

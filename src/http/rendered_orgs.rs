@@ -26,11 +26,6 @@ use hashlink::LruCache;
 use crate::domain::ids::OrgId;
 use crate::domain::org::Organization;
 
-/// Renderings kept at most: as many as the store keeps copies. A rendering is
-/// ~0.7–1 KB; the weak reference keeps at most the copy's allocation (not its
-/// strings) after the store has let it go.
-const CAPACITY: usize = 10_000;
-
 pub struct RenderedOrgs {
     kept: Mutex<LruCache<OrgId, Rendered>>,
 }
@@ -40,15 +35,16 @@ struct Rendered {
     body: Bytes,
 }
 
-impl Default for RenderedOrgs {
-    fn default() -> Self {
+impl RenderedOrgs {
+    /// Keeps at most `capacity` renderings: as many as the store keeps copies. A
+    /// rendering is ~0.7–1 KB; the weak reference keeps at most the copy's
+    /// allocation (not its strings) after the store has let it go.
+    pub fn new(capacity: usize) -> Self {
         Self {
-            kept: Mutex::new(LruCache::new(CAPACITY)),
+            kept: Mutex::new(LruCache::new(capacity)),
         }
     }
-}
 
-impl RenderedOrgs {
     /// The body for `org`: the rendering of this very copy if one is kept, else
     /// `render(org)`, kept if the store keeps the copy.
     pub fn body<E>(
@@ -109,7 +105,7 @@ mod tests {
 
     #[test]
     fn a_kept_copy_is_rendered_once() {
-        let rendered = RenderedOrgs::default();
+        let rendered = RenderedOrgs::new(16);
         let copy = Arc::new(org());
         let _store_holds = Arc::clone(&copy);
         let renders = Cell::new(0);
@@ -120,7 +116,7 @@ mod tests {
 
     #[test]
     fn a_new_copy_of_the_same_organization_is_rendered_again() {
-        let rendered = RenderedOrgs::default();
+        let rendered = RenderedOrgs::new(16);
         let first = Arc::new(org());
         let _store_holds = Arc::clone(&first);
         let renders = Cell::new(0);
@@ -140,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_copy_the_store_does_not_keep_is_not_kept() {
-        let rendered = RenderedOrgs::default();
+        let rendered = RenderedOrgs::new(16);
         let read_once = Arc::new(org());
         let renders = Cell::new(0);
         answer(&rendered, &read_once, &renders);
@@ -151,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_rendering_that_fails_is_not_kept() {
-        let rendered = RenderedOrgs::default();
+        let rendered = RenderedOrgs::new(16);
         let copy = Arc::new(org());
         let _store_holds = Arc::clone(&copy);
         assert!(rendered.body(&copy, |_| Err("no")).is_err());

@@ -325,19 +325,22 @@ pub type SharedStore = Arc<dyn Store>;
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`) and applies
 /// pending migrations. `pool_size` bounds PostgreSQL connections; `secrets_key`
 /// seals webhook signing secrets, and opening fails with [`KeyMismatch`] when the
-/// stored ones are sealed with another key.
+/// stored ones are sealed with another key; the store keeps copies of at most
+/// `org_copies` organizations (`org_copies.rs`).
 pub async fn open(
     database_url: &str,
     pool_size: u32,
     secrets_key: SecretsKey,
+    org_copies: usize,
 ) -> anyhow::Result<SharedStore> {
     if is_sqlite(database_url)? {
         Ok(Arc::new(
-            sqlite::SqliteStore::open(database_url, secrets_key).await?,
+            sqlite::SqliteStore::open_keeping(database_url, secrets_key, org_copies).await?,
         ))
     } else {
         Ok(Arc::new(
-            postgres::PgStore::open(database_url, pool_size, secrets_key).await?,
+            postgres::PgStore::open_keeping(database_url, pool_size, secrets_key, org_copies)
+                .await?,
         ))
     }
 }
@@ -351,10 +354,10 @@ pub async fn reset_unreadable_webhook_secrets(
     secrets_key: SecretsKey,
 ) -> anyhow::Result<Vec<String>> {
     if is_sqlite(database_url)? {
-        let store = sqlite::SqliteStore::connect(database_url, secrets_key).await?;
+        let store = sqlite::SqliteStore::connect(database_url, secrets_key, 0).await?;
         store.replace_unreadable_secrets().await
     } else {
-        let store = postgres::PgStore::connect(database_url, 1, secrets_key).await?;
+        let store = postgres::PgStore::connect(database_url, 1, secrets_key, 0).await?;
         store.replace_unreadable_secrets().await
     }
 }

@@ -58,17 +58,20 @@ use crate::domain::org::Organization;
 /// longest another process's commit can go unseen.
 pub(super) const FRESH_FOR: Duration = Duration::from_millis(20);
 
-/// Organizations kept at most: ~15–18 MB at this size (the benchmark's peak RSS
-/// rose from ~86 to 101–104 MB with its 10,000 organizations all read,
-/// bench/README.md session 12).
-const CAPACITY: usize = 10_000;
+/// Organizations kept at most unless configured (`ORGD_ORG_COPIES`): ~15–18 MB
+/// at this size (the benchmark's peak RSS rose from ~86 to 101–104 MB with its
+/// 10,000 organizations all read, bench/README.md session 12).
+pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// Reads that missed are remembered this many at a time (one id hash per slot,
-/// 128 KiB), for [`OrgCopies::worth_keeping`].
+/// Reads that missed are remembered at least this many at a time, and at least
+/// twice as many as are kept (one id hash per slot, 8 bytes), for
+/// [`OrgCopies::worth_keeping`].
 const MISSES_REMEMBERED: usize = 16_384;
 
 pub struct OrgCopies {
     state: Mutex<State>,
+    /// 0: nothing is kept and every read goes to the database.
+    capacity: usize,
     /// When the counter last vouched, in µs since `epoch` (0: never); read without
     /// the lock on every read.
     checked_at: AtomicU64,
@@ -123,9 +126,17 @@ struct Ticket(u64);
 
 impl Default for OrgCopies {
     fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl OrgCopies {
+    /// Keeps at most `capacity` organizations (0: none).
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
+            capacity,
             state: Mutex::new(State {
-                orgs: LruCache::new(CAPACITY),
+                orgs: LruCache::new(capacity),
                 generation: 0,
                 writes_running: 0,
                 being_written: HashMap::new(),
@@ -137,18 +148,23 @@ impl Default for OrgCopies {
             epoch: Instant::now(),
             hits: AtomicU64::new(0),
             drops: AtomicU64::new(0),
-            missed: (0..MISSES_REMEMBERED).map(|_| AtomicU64::new(0)).collect(),
+            missed: (0..MISSES_REMEMBERED.max(capacity.saturating_mul(2)))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             spread: RandomState::new(),
         }
     }
-}
 
-impl OrgCopies {
+    /// Organizations kept at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// The organization as stored, if it is kept and changes by other processes
     /// are being learnt of (a reading of the counter within [`FRESH_FOR`], or
     /// notifications).
     fn get(&self, id: &OrgId) -> Option<Arc<Organization>> {
-        if !self.fresh() {
+        if self.capacity == 0 || !self.fresh() {
             return None;
         }
         let org = self.lock().orgs.get(id).cloned();
@@ -207,8 +223,11 @@ impl OrgCopies {
     /// ~6–15% slower than with no copies at all (bench/README.md, session 13).
     /// Lock-free: a lost race between two reads costs one fill, or one miss.
     fn worth_keeping(&self, id: &OrgId) -> bool {
+        if self.capacity == 0 {
+            return false;
+        }
         let hash = self.spread.hash_one(id) | 1;
-        let slot = &self.missed[hash as usize % MISSES_REMEMBERED];
+        let slot = &self.missed[hash as usize % self.missed.len()];
         if slot.load(Ordering::Relaxed) == hash {
             slot.store(0, Ordering::Relaxed);
             true
@@ -359,7 +378,7 @@ impl OrgCopies {
                 .being_written
                 .get(&org.id)
                 .is_some_and(|written| written.notified > org.version);
-            if !newer {
+            if !newer && self.capacity > 0 {
                 state.orgs.insert(org.id, org);
             }
         }
@@ -513,6 +532,44 @@ mod tests {
             copies.worth_keeping(&OrgId::generate());
         }
         assert!(!copies.worth_keeping(&b.id), "b was forgotten");
+    }
+
+    #[test]
+    fn the_configured_capacity_bounds_the_copies_and_sizes_the_memory_of_misses() {
+        let copies = OrgCopies::new(3);
+        copies.confirm(1, copies.now());
+        let orgs: Vec<_> = (0..4).map(|_| org(1)).collect();
+        for kept in &orgs {
+            keep(&copies, kept);
+        }
+        assert!(copies.get(&orgs[0].id).is_none(), "the oldest went");
+        for kept in &orgs[1..] {
+            assert_eq!(copies.get(&kept.id), Some(kept.clone()));
+        }
+        assert_eq!(OrgCopies::new(3).missed.len(), MISSES_REMEMBERED);
+        assert_eq!(OrgCopies::new(100_000).missed.len(), 200_000);
+    }
+
+    #[tokio::test]
+    async fn with_no_capacity_every_read_goes_to_the_database() {
+        let copies = OrgCopies::new(0);
+        copies.confirm(1, copies.now());
+        let kept = org(1);
+        keep(&copies, &kept);
+        assert!(copies.get(&kept.id).is_none(), "a write keeps nothing");
+        for _ in 0..3 {
+            let mut read = false;
+            let found = copies
+                .read_through(&kept.id, async {
+                    read = true;
+                    Ok(Some((*kept).clone()))
+                })
+                .await
+                .unwrap();
+            assert!(read, "every read reads the database");
+            assert_eq!(found.map(|o| o.version), Some(1));
+        }
+        assert_eq!(copies.hits(), 0);
     }
 
     fn listening() -> OrgCopies {

@@ -23,7 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{ConnectOptions, Postgres, Row};
 
 use super::key_cache::KeyCache;
-use super::org_copies::OrgCopies;
+use super::org_copies::{self, OrgCopies};
 use super::pg_changes;
 use super::pg_group_commit::{InPlaceRow, InPlaceWrites};
 use super::pg_point_reads::IdReads;
@@ -77,7 +77,18 @@ impl PgStore {
     /// Connects, migrates, refuses a secrets key other than the one the stored
     /// secrets are sealed with, and seals secrets older versions stored in clear.
     pub async fn open(url: &str, pool_size: u32, secrets_key: SecretsKey) -> anyhow::Result<Self> {
-        let store = Self::connect(url, pool_size, secrets_key).await?;
+        Self::open_keeping(url, pool_size, secrets_key, org_copies::DEFAULT_CAPACITY).await
+    }
+
+    /// [`Self::open`], keeping copies of at most `org_copies` organizations
+    /// (`store/org_copies.rs`; 0: none).
+    pub async fn open_keeping(
+        url: &str,
+        pool_size: u32,
+        secrets_key: SecretsKey,
+        org_copies: usize,
+    ) -> anyhow::Result<Self> {
+        let store = Self::connect(url, pool_size, secrets_key, org_copies).await?;
         store.adopt_secrets_key().await?;
         Ok(store)
     }
@@ -87,6 +98,7 @@ impl PgStore {
         url: &str,
         pool_size: u32,
         secrets_key: SecretsKey,
+        org_copies: usize,
     ) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
@@ -112,7 +124,7 @@ impl PgStore {
             .await
             .context("cannot apply PostgreSQL migrations")?;
         let keys = Arc::new(KeyCache::default());
-        let copies = Arc::new(OrgCopies::default());
+        let copies = Arc::new(OrgCopies::new(org_copies));
         let listener = pg_changes::start(pool.clone(), &keys, &copies);
         let in_place = InPlaceWrites::start(pool.clone());
         let by_id = IdReads::start(pool.clone());

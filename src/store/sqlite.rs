@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite};
 
-use super::org_copies::OrgCopies;
+use super::org_copies::{self, OrgCopies};
 use super::sqlite_checkpoint::Checkpoints;
 use super::sqlite_key_cache::SqliteKeyCache;
 use super::sqlite_point_reads::PointReads;
@@ -62,13 +62,27 @@ impl SqliteStore {
     /// Connects, migrates, refuses a secrets key other than the one the stored
     /// secrets are sealed with, and seals secrets older versions stored in clear.
     pub async fn open(url: &str, secrets_key: SecretsKey) -> anyhow::Result<Self> {
-        let store = Self::connect(url, secrets_key).await?;
+        Self::open_keeping(url, secrets_key, org_copies::DEFAULT_CAPACITY).await
+    }
+
+    /// [`Self::open`], keeping copies of at most `org_copies` organizations
+    /// (`store/org_copies.rs`; 0: none).
+    pub async fn open_keeping(
+        url: &str,
+        secrets_key: SecretsKey,
+        org_copies: usize,
+    ) -> anyhow::Result<Self> {
+        let store = Self::connect(url, secrets_key, org_copies).await?;
         store.adopt_secrets_key().await?;
         Ok(store)
     }
 
     /// Connects and migrates, without looking at the stored secrets.
-    pub(super) async fn connect(url: &str, secrets_key: SecretsKey) -> anyhow::Result<Self> {
+    pub(super) async fn connect(
+        url: &str,
+        secrets_key: SecretsKey,
+        org_copies: usize,
+    ) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "invalid SQLite URL")?
             .create_if_missing(true)
@@ -116,7 +130,7 @@ impl SqliteStore {
             .context("cannot open SQLite point readers")?;
         let checkpoints = Checkpoints::start(options.get_filename())
             .context("cannot start the SQLite checkpoint thread")?;
-        let copies = Arc::new(OrgCopies::default());
+        let copies = Arc::new(OrgCopies::new(org_copies));
         Ok(Self {
             point,
             keys: SqliteKeyCache::new(),

@@ -380,6 +380,14 @@ impl TestApp {
 
     /// A server on a fresh store with its serve configuration adjusted.
     pub async fn spawn_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        Self::spawn_configured(|_| {}, configure).await
+    }
+
+    /// A server on a fresh store with its store and serve configurations adjusted.
+    pub async fn spawn_configured(
+        configure_store: impl FnOnce(&mut StoreConfig),
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_schema) = match std::env::var("ORGD_TEST_DATABASE_URL") {
             Ok(url) if url.starts_with("postgres") => {
@@ -396,9 +404,12 @@ impl TestApp {
             data_dir: data_dir.path().to_path_buf(),
             database_url: database_url.map(Into::into),
             database_pool_size: 4,
+            org_copies: orgd::store::org_copies::DEFAULT_CAPACITY,
             secrets_key: None,
             secrets_key_file: None,
         };
+        let mut store = store;
+        configure_store(&mut store);
         let mut serve = ServeConfig::local();
         serve.bootstrap_key = Some(ADMIN_KEY.into());
         configure(&mut serve);
