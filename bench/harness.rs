@@ -8,6 +8,8 @@
 //! share whatever else the (shared, 2-core) machine is doing at that moment; the
 //! table reports the median of the repetitions.
 
+mod open_loop;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -710,6 +712,46 @@ struct Row {
     met: Option<bool>,
 }
 
+/// PATCH at half the rate the closed-loop load just reached (open loop).
+async fn half_rate(
+    args: &Args,
+    base: &str,
+    ids: &[String],
+    closed_rate: f64,
+) -> anyhow::Result<open_loop::OpenLoop> {
+    let run =
+        open_loop::patch_at_rate(base, BENCH_KEY, ids, closed_rate / 2.0, args.duration).await?;
+    println!(
+        "  {:<28} {:>9.0}/s of {:.0} offered  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:.1} ms  errors {}",
+        "patch at half rate (open)", run.achieved, run.offered, run.p50_ms, run.p99_ms, run.max_ms, run.errors
+    );
+    Ok(run)
+}
+
+/// The open-loop PATCH runs, medians over the repetitions.
+fn open_loop_report(runs: &BTreeMap<&'static str, Vec<open_loop::OpenLoop>>) -> String {
+    let mut out = String::from(
+        "\nPATCH at half the closed-loop rate of the same repetition, open loop (requests sent \
+         on a schedule, each latency counted from when it was due; `bench/open_loop.rs`):\n\n\
+         | store | offered /s | achieved /s | p50 ms | p99 ms | max ms | errors | p99 < 10 ms |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for (store, runs) in runs {
+        let m = |f: fn(&open_loop::OpenLoop) -> f64| median(runs.iter().map(f).collect());
+        let p99 = m(|r| r.p99_ms);
+        out.push_str(&format!(
+            "| {store} | {:.0} | {:.0} | {:.2} | {p99:.2} | {:.1} | {} | {} |\n",
+            m(|r| r.offered),
+            m(|r| r.achieved),
+            m(|r| r.p50_ms),
+            m(|r| r.max_ms),
+            runs.iter().map(|r| r.errors).sum::<u64>(),
+            if p99 < 10.0 { "yes" } else { "no" },
+        ));
+    }
+    out
+}
+
 fn parse_env_pair(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
@@ -846,6 +888,18 @@ async fn main() -> anyhow::Result<()> {
     let none = tmp.path().join("none");
 
     let mut samples = Samples::default();
+    let mut open_loops: BTreeMap<&'static str, Vec<open_loop::OpenLoop>> = BTreeMap::new();
+    let read_ids = |path: &Path| -> anyhow::Result<Vec<String>> {
+        Ok(std::fs::read_to_string(path)?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    };
+    let sqlite_id_list = read_ids(&sqlite_ids)?;
+    let pg_id_list = match &pg {
+        Some((_, _, ids, _)) => read_ids(ids)?,
+        None => Vec::new(),
+    };
     let sqlite_pid = Some(sqlite.pid());
     let pg_url = pg.as_ref().map(|(bench, ..)| bench.server_url.as_str());
     for rep in 1..=args.reps {
@@ -859,10 +913,13 @@ async fn main() -> anyhow::Result<()> {
             sqlite_loop(&loop_db, args.orgs, duration).await?,
         );
         settle(pg_url).await;
-        samples.add(
-            "sqlite_patch",
-            wrk_on(&args, sqlite_pid, &sqlite.base(), "patch", &sqlite_ids).await?,
-        );
+        let closed = wrk_on(&args, sqlite_pid, &sqlite.base(), "patch", &sqlite_ids).await?;
+        samples.add("sqlite_patch", closed);
+        settle(pg_url).await;
+        open_loops
+            .entry("SQLite")
+            .or_default()
+            .push(half_rate(&args, &sqlite.base(), &sqlite_id_list, closed.rate).await?);
         settle(pg_url).await;
         samples.add(
             "sqlite_get",
@@ -889,10 +946,13 @@ async fn main() -> anyhow::Result<()> {
             );
             let pid = Some(server.pid());
             settle(pg_url).await;
-            samples.add(
-                "pg_patch",
-                wrk_on(&args, pid, &server.base(), "patch", ids).await?,
-            );
+            let closed = wrk_on(&args, pid, &server.base(), "patch", ids).await?;
+            samples.add("pg_patch", closed);
+            settle(pg_url).await;
+            open_loops
+                .entry("PostgreSQL")
+                .or_default()
+                .push(half_rate(&args, &server.base(), &pg_id_list, closed.rate).await?);
             settle(pg_url).await;
             samples.add(
                 "pg_get",
@@ -1020,6 +1080,7 @@ async fn main() -> anyhow::Result<()> {
         ]);
     }
     let mut table = report(&rows);
+    table.push_str(&open_loop_report(&open_loops));
     let max_rss = [sqlite_rss, pg_rss].into_iter().flatten().reduce(f64::max);
     let fmt_met = |met: Option<bool>| match met {
         Some(true) => "yes",
