@@ -88,7 +88,7 @@ pub struct StoreConfig {
     pub database_pool_size: u32,
 
     /// Most organizations each orgd process keeps copies of, to answer GET by id
-    /// without the database (~3 KB each with their rendered answers); 0 keeps none.
+    /// without the database (~2.5 KB each with their rendered answers); 0 keeps none.
     #[arg(
         long,
         env = "ORGD_ORG_COPIES",
