@@ -88,11 +88,13 @@ pub struct StoreConfig {
     pub database_pool_size: u32,
 
     /// Most organizations each orgd process keeps copies of, to answer GET by id
-    /// without the database (~2.5 KB each with their rendered answers); 0 keeps none.
+    /// without the database (~2.5 KB each with their rendered answers); 0 keeps
+    /// none, at most 10,000,000.
     #[arg(
         long,
         env = "ORGD_ORG_COPIES",
         default_value_t = crate::store::org_copies::DEFAULT_CAPACITY,
+        value_parser = org_copies,
         global = true
     )]
     pub org_copies: usize,
@@ -197,6 +199,17 @@ pub struct ServeConfig {
 }
 
 /// `250ms`, `10s`, `1m`: clap's parser for durations.
+/// A count of copies up to [`crate::store::org_copies::MAX_CAPACITY`]: a typo of
+/// a few digits too many would otherwise ask for memory the host does not have.
+fn org_copies(text: &str) -> Result<usize, String> {
+    let max = crate::store::org_copies::MAX_CAPACITY;
+    match text.trim().parse::<usize>() {
+        Ok(count) if count <= max => Ok(count),
+        Ok(_) => Err(format!("at most {max}")),
+        Err(_) => Err("a whole number of organizations, 0 or more".into()),
+    }
+}
+
 fn duration(text: &str) -> Result<Duration, String> {
     crate::domain::webhook::parse_duration(text)
 }
@@ -297,5 +310,11 @@ mod tests {
         let cli = Cli::try_parse_from(["orgd", "serve", "--org-copies", "0"]).expect("parses");
         assert_eq!(cli.store.org_copies, 0);
         assert!(Cli::try_parse_from(["orgd", "serve", "--org-copies", "-1"]).is_err());
+        let max = crate::store::org_copies::MAX_CAPACITY;
+        let cli = Cli::try_parse_from(["orgd", "serve", "--org-copies", &max.to_string()])
+            .expect("parses");
+        assert_eq!(cli.store.org_copies, max);
+        let over = (max + 1).to_string();
+        assert!(Cli::try_parse_from(["orgd", "serve", "--org-copies", &over]).is_err());
     }
 }

@@ -63,10 +63,17 @@ pub(super) const FRESH_FOR: Duration = Duration::from_millis(20);
 /// 10,000 organizations all read, bench/README.md session 12).
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// Reads that missed are remembered at least this many at a time, and at least
-/// twice as many as are kept (one id hash per slot, 8 bytes), for
-/// [`OrgCopies::worth_keeping`].
+/// The most `ORGD_ORG_COPIES` accepts: ~25 GB of copies at the benchmark's
+/// ~2.5 KB each.
+pub const MAX_CAPACITY: usize = 10_000_000;
+
+/// Reads that missed are remembered at least this many at a time, and twice as
+/// many as are kept up to [`MISSES_REMEMBERED_AT_MOST`] (one id hash per slot, 8
+/// bytes), for [`OrgCopies::worth_keeping`].
 const MISSES_REMEMBERED: usize = 16_384;
+/// 32 MiB of slots; with more copies than half this, an org must miss twice
+/// within fewer other misses to be kept.
+const MISSES_REMEMBERED_AT_MOST: usize = 1 << 22;
 
 pub struct OrgCopies {
     state: Mutex<State>,
@@ -148,7 +155,9 @@ impl OrgCopies {
             epoch: Instant::now(),
             hits: AtomicU64::new(0),
             drops: AtomicU64::new(0),
-            missed: (0..MISSES_REMEMBERED.max(capacity.saturating_mul(2)))
+            missed: (0..capacity
+                .saturating_mul(2)
+                .clamp(MISSES_REMEMBERED, MISSES_REMEMBERED_AT_MOST))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             spread: RandomState::new(),
@@ -548,6 +557,10 @@ mod tests {
         }
         assert_eq!(OrgCopies::new(3).missed.len(), MISSES_REMEMBERED);
         assert_eq!(OrgCopies::new(100_000).missed.len(), 200_000);
+        assert_eq!(
+            OrgCopies::new(MAX_CAPACITY).missed.len(),
+            MISSES_REMEMBERED_AT_MOST
+        );
     }
 
     #[tokio::test]
