@@ -970,25 +970,17 @@ async fn main() -> anyhow::Result<()> {
             base: sqlite.base(),
             pid: sqlite.pid(),
             data_dir: tmp.path().join("sqlite"),
-            database_url: None,
             db: ScaleDb::Sqlite(tmp.path().join("sqlite").join("orgd.db")),
-            ids: std::fs::read_to_string(&sqlite_ids)?
-                .lines()
-                .map(str::to_owned)
-                .collect(),
+            ids: sqlite_id_list,
         }];
-        if let Some((bench, server, ids, _)) = &pg {
+        if let Some((bench, server, _, _)) = &pg {
             stores.push(ScaleTarget {
                 label: "PostgreSQL",
                 base: server.base(),
                 pid: server.pid(),
                 data_dir: tmp.path().join("pg"),
-                database_url: Some(bench.orgd_url()),
                 db: ScaleDb::Postgres(bench.orgd_url()),
-                ids: std::fs::read_to_string(ids)?
-                    .lines()
-                    .map(str::to_owned)
-                    .collect(),
+                ids: pg_id_list,
             });
         }
         scale_report = scale(&args, tmp.path(), stores).await?;
@@ -1168,9 +1160,8 @@ struct ScaleTarget {
     label: &'static str,
     base: String,
     pid: u32,
-    /// What more servers on the same store are started with.
+    /// The data dir more servers on the same store are started with.
     data_dir: PathBuf,
-    database_url: Option<String>,
     db: ScaleDb,
     /// The ids seeded through the API.
     ids: Vec<String>,
@@ -1210,7 +1201,10 @@ async fn get_keeping(
     let (server, _) = start_orgd(
         &args.orgd,
         &store.data_dir,
-        store.database_url.as_deref(),
+        match &store.db {
+            ScaleDb::Sqlite(_) => None,
+            ScaleDb::Postgres(url) => Some(url.as_str()),
+        },
         Some(BENCH_KEY),
         &[("ORGD_ORG_COPIES", copies.to_string())],
     )

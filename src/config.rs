@@ -198,7 +198,6 @@ pub struct ServeConfig {
     pub nats_subject_prefix: String,
 }
 
-/// `250ms`, `10s`, `1m`: clap's parser for durations.
 /// A count of copies up to [`crate::store::org_copies::MAX_CAPACITY`]: a typo of
 /// a few digits too many would otherwise ask for memory the host does not have.
 fn org_copies(text: &str) -> Result<usize, String> {
@@ -210,6 +209,7 @@ fn org_copies(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `250ms`, `10s`, `1m`: clap's parser for durations.
 fn duration(text: &str) -> Result<Duration, String> {
     crate::domain::webhook::parse_duration(text)
 }

@@ -77,7 +77,7 @@ const MISSES_REMEMBERED_AT_MOST: usize = 1 << 22;
 
 pub struct OrgCopies {
     state: Mutex<State>,
-    /// 0: nothing is kept and every read goes to the database.
+    /// 0: nothing is kept (the map takes nothing), and reads skip the lock.
     capacity: usize,
     /// When the counter last vouched, in µs since `epoch` (0: never); read without
     /// the lock on every read.
@@ -232,9 +232,6 @@ impl OrgCopies {
     /// ~6–15% slower than with no copies at all (bench/README.md, session 13).
     /// Lock-free: a lost race between two reads costs one fill, or one miss.
     fn worth_keeping(&self, id: &OrgId) -> bool {
-        if self.capacity == 0 {
-            return false;
-        }
         let hash = self.spread.hash_one(id) | 1;
         let slot = &self.missed[hash as usize % self.missed.len()];
         if slot.load(Ordering::Relaxed) == hash {
@@ -387,7 +384,7 @@ impl OrgCopies {
                 .being_written
                 .get(&org.id)
                 .is_some_and(|written| written.notified > org.version);
-            if !newer && self.capacity > 0 {
+            if !newer {
                 state.orgs.insert(org.id, org);
             }
         }
