@@ -18,6 +18,7 @@ use crate::auth::rate_limit::{self, PrincipalLimiter};
 use crate::auth::Authenticator;
 use crate::config::{ServeConfig, StoreConfig};
 use crate::events;
+use crate::http::edge::Edge;
 use crate::http::first_bytes::FirstBytesDeadline;
 use crate::http::{self, App, AppState};
 use crate::keys;
@@ -167,13 +168,13 @@ pub async fn start(
         rendered_orgs: http::rendered_orgs::RenderedOrgs::new(store.org_copies().capacity()),
         org_turns: Default::default(),
     });
-    let router = http::router(state, &serve.cors_origins);
+    let service = http::service(state, &serve.cors_origins);
     let listener = TcpListener::bind(serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_connections(listener, router, rx));
+    let task = tokio::spawn(serve_connections(listener, service, rx));
     tracing::info!(listen = %addr, "orgd is serving");
     Ok(RunningServer {
         addr,
@@ -202,11 +203,7 @@ type ConnectionBuilder = hyper_util::server::conn::auto::Builder<hyper_util::rt:
 
 /// Accepts connections until `shutdown` fires, then stops accepting and lets open
 /// connections finish their in-flight requests, for at most [`DRAIN_TIMEOUT`].
-async fn serve_connections(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: oneshot::Receiver<()>,
-) {
+async fn serve_connections(listener: TcpListener, service: Edge, shutdown: oneshot::Receiver<()>) {
     use hyper_util::rt::{TokioExecutor, TokioTimer};
 
     let mut builder = ConnectionBuilder::new(TokioExecutor::new());
@@ -228,7 +225,7 @@ async fn serve_connections(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        spawn_connection(stream, &builder, &router, closing.subscribe());
+        spawn_connection(stream, &builder, &service, closing.subscribe());
     }
     // Connections the kernel completed but nobody accepted yet would be reset when
     // the listener closes; take them in too. (One arriving between the last accept
@@ -239,7 +236,7 @@ async fn serve_connections(
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::TcpStream::from_std(stream));
             if let Ok(stream) = adopted {
-                spawn_connection(stream, &builder, &router, closing.subscribe());
+                spawn_connection(stream, &builder, &service, closing.subscribe());
             }
         }
     }
@@ -258,13 +255,13 @@ async fn serve_connections(
 fn spawn_connection(
     stream: tokio::net::TcpStream,
     builder: &ConnectionBuilder,
-    router: &axum::Router,
+    service: &Edge,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
 
-    let service = TowerToHyperService::new(router.clone());
+    let service = TowerToHyperService::new(service.clone());
     let stream = FirstBytesDeadline::new(stream, HEADER_READ_TIMEOUT);
     let mut chosen = stream.protocol_chosen();
     let connection = builder

@@ -454,6 +454,36 @@ async fn cors_responses_expose_etag_and_x_request_id() {
     }
 }
 
+/// A request without `Origin` is not a browser's cross-origin request: it gets no
+/// `Access-Control-*` headers, but `Vary: Origin`, so that a cache does not hand its
+/// answer to one that is (whose answer has them).
+#[tokio::test]
+async fn a_request_without_an_origin_gets_vary_origin_and_no_cors_headers() {
+    let app = TestApp::spawn().await;
+    let id = app.org_named("Same origin").await;
+    for path in [format!("/v1/organizations/{id}"), "/healthz".into()] {
+        let plain = app.get(&path).send(200).await;
+        assert_eq!(plain.header("access-control-allow-origin"), None, "{path}");
+        assert_eq!(
+            plain.header("access-control-expose-headers"),
+            None,
+            "{path}"
+        );
+        let vary = comma_list(&plain, "vary");
+        assert!(vary.iter().any(|v| v == "origin"), "{path}: vary {vary:?}");
+
+        let cross = app
+            .get(&path)
+            .header("origin", "https://app.example")
+            .send(200)
+            .await;
+        assert_eq!(cross.header("access-control-allow-origin"), Some("*"));
+        let vary = comma_list(&cross, "vary");
+        assert!(vary.iter().any(|v| v == "origin"), "{path}: vary {vary:?}");
+        assert_eq!(plain.text, cross.text, "{path}: the same answer otherwise");
+    }
+}
+
 #[tokio::test]
 async fn cors_origins_can_be_limited_to_a_list() {
     let app = TestApp::spawn_in(tempfile::tempdir().unwrap(), |serve| {

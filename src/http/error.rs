@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::middleware::current_request_id;
+use super::edge::current_request_id;
 use crate::domain::access::{requirement, Denied, Requirement};
 use crate::domain::hierarchy::HierarchyError;
 use crate::domain::members::MemberRuleError;

@@ -1,6 +1,7 @@
 //! The HTTP API: routing, the OpenAPI document generated from the handlers, and
 //! the layers every response passes through.
 
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -17,10 +18,8 @@ pub mod rendered_orgs;
 pub mod request_metrics;
 pub mod webhooks;
 
-use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -81,7 +80,7 @@ impl App {
     pub fn event_context(&self, principal: &Principal) -> EventContext {
         EventContext {
             actor: principal.actor(),
-            request_id: middleware::current_request_id(),
+            request_id: edge::current_request_id(),
             now: time::now(),
         }
     }
@@ -134,28 +133,19 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The whole service: API, operations, docs, and the layers of SPEC §6.
-pub fn router(state: AppState, cors_origins: &str) -> Router {
+/// The whole service: API, operations, docs, and the layers of SPEC §6 (the
+/// request id, CORS and the security headers in `edge.rs`).
+pub fn service(state: AppState, cors_origins: &str) -> edge::Edge {
     let (api, openapi) = api();
     let docs: Router<AppState> =
         Router::from(SwaggerUi::new("/docs").url("/openapi.json", openapi))
             .layer(axum::middleware::from_fn(middleware::docs_csp));
-    // One layer for the five headers: `Router::layer` wraps every route, and each
-    // request clones its route's stack, so five `SetResponseHeader` layers cost
-    // five clones and five nested futures per request (bench/README.md, "Session 8").
-    api.merge(ops::router())
-        .route_layer(axum::middleware::from_fn(middleware::record_metrics))
+    let router = api
+        .merge(ops::router())
+        .route_layer(request_metrics::RecordLayer)
         .merge(docs)
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::cors(cors_origins))
-        // Outside CORS, so that preflight answers (made by the CORS layer) carry them too.
-        .layer(axum::middleware::from_fn(middleware::add_security_headers))
-        .layer(axum::middleware::from_fn(middleware::request_id))
-        .with_state(state)
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    error::ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        .with_state(state);
+    edge::Edge::new(router, cors_origins)
 }
