@@ -27,6 +27,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use axum::Router;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -85,35 +86,16 @@ where
         let started = Instant::now();
         let cross_origin =
             request.headers().contains_key(header::ORIGIN) || method == Method::OPTIONS;
-        // `Router` and `Cors<Router>` are always ready (`Router::poll_ready` is), and
+        // `Caught` and `Cors<Caught>` are always ready (`Router::poll_ready` is), and
         // this clone of the edge is used for this request only.
-        let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            if cross_origin {
-                self.cors
-                    .layer(self.router.clone())
-                    .call(request)
-                    .left_future()
-            } else {
-                self.router.call(request).right_future()
-            }
-        }));
+        let mut caught = Caught(self.router.clone());
+        let answer = if cross_origin {
+            self.cors.layer(caught).call(request).left_future()
+        } else {
+            caught.call(request).right_future()
+        };
         Box::pin(async move {
-            let answered = match routed {
-                Ok(routed) => {
-                    AssertUnwindSafe(REQUEST_ID.scope(id.clone(), routed))
-                        .catch_unwind()
-                        .await
-                }
-                Err(panic) => Err(panic),
-            };
-            let mut response = match answered {
-                Ok(Ok(response)) => response,
-                Ok(Err(infallible)) => match infallible {},
-                // The problem body carries the request id, as every error does.
-                Err(_panic) => REQUEST_ID.sync_scope(id.clone(), || {
-                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-                }),
-            };
+            let Ok(mut response) = REQUEST_ID.scope(id.clone(), answer).await;
             tracing::info!(
                 request.id = %id.to_str().unwrap_or_default(),
                 http.method = %method,
@@ -135,6 +117,41 @@ where
             Ok(response)
         })
     }
+}
+
+/// The router, with a handler's panic answered as the 500 problem (with the request
+/// id, read inside its scope). Inside CORS, so that a cross-origin caller can read
+/// that answer too. Only polling can panic: axum's `Router::call` runs no handler
+/// code, it builds the route's future.
+#[derive(Clone)]
+struct Caught(Router);
+
+type Answer = Result<Response, Infallible>;
+
+impl Service<Request> for Caught {
+    type Response = Response;
+    type Error = Infallible;
+    #[allow(clippy::type_complexity)]
+    type Future = futures::future::Map<
+        futures::future::CatchUnwind<AssertUnwindSafe<RouteFuture<Infallible>>>,
+        fn(std::thread::Result<Answer>) -> Answer,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        AssertUnwindSafe(self.0.call(request))
+            .catch_unwind()
+            .map(answer_panics as fn(_) -> _)
+    }
+}
+
+fn answer_panics(caught: std::thread::Result<Answer>) -> Answer {
+    caught.unwrap_or_else(|_panic| {
+        Ok(ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response())
+    })
 }
 
 /// The caller's `X-Request-Id`, or a new one (a UUIDv7). Written here rather than
@@ -282,7 +299,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_panicking_handler_answers_a_500_problem_with_the_request_id_and_headers() {
+    async fn a_panicking_handler_answers_a_500_problem_with_the_request_id_and_all_headers() {
         let (response, text) = send(
             get_request("/panics")
                 .header(&X_REQUEST_ID, "boom-1")
@@ -299,6 +316,17 @@ mod tests {
         assert_eq!(problem["request_id"], "boom-1", "{problem}");
         assert_eq!(response.headers()[&X_REQUEST_ID], "boom-1");
         assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
+
+        // A browser's cross-origin caller can read that answer too.
+        let (response, _) = send(
+            get_request("/panics")
+                .header(header::ORIGIN, "https://app.example")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
     }
 
     #[tokio::test]
