@@ -37,6 +37,8 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let copies = app.store.org_copies();
     metrics::counter!("orgd_org_copies_hits_total").absolute(copies.hits());
     metrics::counter!("orgd_org_copies_drops_total").absolute(copies.drops());
+    metrics::gauge!("orgd_org_copies_kept").set(copies.kept() as f64);
+    metrics::gauge!("orgd_org_copies_capacity").set(copies.capacity() as f64);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -203,6 +203,13 @@ impl OrgCopies {
         Ok(org)
     }
 
+    /// Organizations kept now (`/metrics`: `orgd_org_copies_kept`, beside
+    /// `orgd_org_copies_capacity`): a store whose copies stay full while few GETs
+    /// come from them reads over more organizations than it keeps.
+    pub fn kept(&self) -> usize {
+        self.lock().orgs.len()
+    }
+
     /// Reads answered from here (`/metrics`: `orgd_org_copies_hits_total`).
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
@@ -477,8 +484,10 @@ mod tests {
         keep(&copies, &kept);
         copies.confirm(1, copies.now());
         assert_eq!((copies.get(&kept.id).is_some(), copies.drops()), (true, 1));
+        assert_eq!(copies.kept(), 1);
         copies.confirm(2, copies.now());
         assert_eq!((copies.get(&kept.id), copies.drops()), (None, 2));
+        assert_eq!(copies.kept(), 0, "dropped, not just hidden");
         keep(&copies, &kept);
         copies.confirm(1, copies.now());
         assert!(
@@ -549,6 +558,7 @@ mod tests {
             keep(&copies, kept);
         }
         assert!(copies.get(&orgs[0].id).is_none(), "the oldest went");
+        assert_eq!(copies.kept(), 3);
         for kept in &orgs[1..] {
             assert_eq!(copies.get(&kept.id), Some(kept.clone()));
         }
