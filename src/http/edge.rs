@@ -264,13 +264,18 @@ mod tests {
         (Response::from_parts(parts, Body::empty()), text)
     }
 
-    fn get_request(path: &str) -> axum::http::request::Builder {
-        axum::http::Request::get(path)
+    /// `GET path` with `headers`, through the edge.
+    async fn get_with(path: &str, headers: &[(&HeaderName, &str)]) -> (Response, String) {
+        let mut request = axum::http::Request::get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request.body(Body::empty()).expect("a valid request")).await
     }
 
     #[tokio::test]
     async fn a_request_id_is_made_echoed_and_in_scope_for_the_handler() {
-        let (response, text) = send(get_request("/ok").body(Body::empty()).unwrap()).await;
+        let (response, text) = get_with("/ok", &[]).await;
         let echoed = response.headers()[&X_REQUEST_ID].to_str().unwrap();
         assert_eq!(echoed.len(), 36, "a hyphenated UUID: {echoed}");
         assert_eq!(text, echoed, "the handler saw the same id");
@@ -278,37 +283,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_usable_incoming_id_is_kept_and_an_unusable_one_replaced() {
-        let (response, text) = send(
-            get_request("/ok")
-                .header(&X_REQUEST_ID, "trace-42")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (response, text) = get_with("/ok", &[(&X_REQUEST_ID, "trace-42")]).await;
         assert_eq!(response.headers()[&X_REQUEST_ID], "trace-42");
         assert_eq!(text, "trace-42");
 
         for unusable in ["has space".to_owned(), "x".repeat(129)] {
-            let (response, _) = send(
-                get_request("/ok")
-                    .header(&X_REQUEST_ID, unusable.as_str())
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+            let (response, _) = get_with("/ok", &[(&X_REQUEST_ID, unusable.as_str())]).await;
             assert_ne!(response.headers()[&X_REQUEST_ID], unusable.as_str());
         }
     }
 
     #[tokio::test]
     async fn a_panicking_handler_answers_a_500_problem_with_the_request_id_and_all_headers() {
-        let (response, text) = send(
-            get_request("/panics")
-                .header(&X_REQUEST_ID, "boom-1")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (response, text) = get_with("/panics", &[(&X_REQUEST_ID, "boom-1")]).await;
         assert_eq!(response.status(), 500);
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
@@ -320,24 +307,18 @@ mod tests {
         assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
 
         // A browser's cross-origin caller can read that answer too.
-        let (response, _) = send(
-            get_request("/panics")
-                .header(header::ORIGIN, "https://app.example")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (response, _) = get_with("/panics", &[(&header::ORIGIN, "https://app.example")]).await;
         assert_eq!(response.status(), 500);
         assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
     }
 
     #[tokio::test]
     async fn security_headers_are_added_where_the_handler_set_none() {
-        let (response, _) = send(get_request("/ok").body(Body::empty()).unwrap()).await;
+        let (response, _) = get_with("/ok", &[]).await;
         for (name, value) in security_headers() {
             assert_eq!(response.headers().get(&name), Some(&value), "{name}");
         }
-        let (response, _) = send(get_request("/own-csp").body(Body::empty()).unwrap()).await;
+        let (response, _) = get_with("/own-csp", &[]).await;
         assert_eq!(
             response.headers()[header::CONTENT_SECURITY_POLICY],
             "sandbox",
@@ -348,19 +329,13 @@ mod tests {
 
     #[tokio::test]
     async fn only_requests_with_an_origin_and_preflights_get_cors_headers() {
-        let (plain, _) = send(get_request("/ok").body(Body::empty()).unwrap()).await;
+        let (plain, _) = get_with("/ok", &[]).await;
         assert!(!plain
             .headers()
             .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
         assert_eq!(plain.headers()[header::VARY], "origin");
 
-        let (cross, _) = send(
-            get_request("/ok")
-                .header(header::ORIGIN, "https://app.example")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (cross, _) = get_with("/ok", &[(&header::ORIGIN, "https://app.example")]).await;
         assert_eq!(cross.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert!(cross
             .headers()
