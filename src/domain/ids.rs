@@ -15,24 +15,54 @@ use uuid::Uuid;
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const ENCODED_LEN: usize = 26;
 
-fn encode_base32(value: u128) -> String {
-    (0..ENCODED_LEN)
-        .map(|i| {
+/// Every prefix has three letters, so every id's text has this length.
+const TEXT_LEN: usize = 4 + ENCODED_LEN;
+
+/// `prefix_` and the base32 digits, on the stack. Ids are written into every
+/// answer and every stored row; built with `format!` and a `String` collected a
+/// `char` at a time, each cost ~1,400 instructions (bench/README.md, session 18).
+struct IdText([u8; TEXT_LEN]);
+
+impl IdText {
+    fn new(prefix: &'static str, value: u128) -> Self {
+        let mut text = [b'_'; TEXT_LEN];
+        text[..3].copy_from_slice(prefix.as_bytes());
+        for (i, digit) in text[4..].iter_mut().enumerate() {
             let shift = 5 * (ENCODED_LEN - 1 - i);
-            ALPHABET[((value >> shift) & 31) as usize] as char
-        })
-        .collect()
+            *digit = ALPHABET[((value >> shift) & 31) as usize];
+        }
+        Self(text)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII letters, digits and `_` are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
+
+/// Each ASCII byte's digit value, `NOT_A_DIGIT` for bytes outside the alphabet.
+const NOT_A_DIGIT: u8 = u8::MAX;
+const DIGITS: [u8; 256] = {
+    let mut digits = [NOT_A_DIGIT; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        digits[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    digits
+};
 
 fn decode_base32(text: &str) -> Option<u128> {
     let bytes = text.as_bytes();
     if bytes.len() != ENCODED_LEN || bytes[0] > b'7' {
         return None;
     }
-    bytes.iter().try_fold(0u128, |acc, &b| {
-        let digit = ALPHABET.iter().position(|&a| a == b)? as u128;
-        Some((acc << 5) | digit)
-    })
+    bytes
+        .iter()
+        .try_fold(0u128, |acc, &b| match DIGITS[usize::from(b)] {
+            NOT_A_DIGIT => None,
+            digit => Some((acc << 5) | u128::from(digit)),
+        })
 }
 
 /// Why an id string was refused.
@@ -68,9 +98,12 @@ macro_rules! typed_id {
             }
         }
 
+        // `IdText` has room for three letters.
+        const _: () = assert!($prefix.len() == 3);
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}_{}", $prefix, encode_base32(self.0.as_u128()))
+                f.write_str(IdText::new($prefix, self.0.as_u128()).as_str())
             }
         }
 
@@ -89,7 +122,7 @@ macro_rules! typed_id {
 
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                s.serialize_str(IdText::new($prefix, self.0.as_u128()).as_str())
             }
         }
 
@@ -156,6 +189,22 @@ mod tests {
         fn round_trips_every_uuid(v in any::<u128>()) {
             let id = OrgId::from_uuid(Uuid::from_u128(v));
             prop_assert_eq!(OrgId::parse(&id.to_string()).unwrap(), id);
+        }
+
+        #[test]
+        fn serializes_as_its_text(v in any::<u128>()) {
+            let id = EventId::from_uuid(Uuid::from_u128(v));
+            prop_assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
+            prop_assert_eq!(serde_json::from_str::<EventId>(&format!("\"{id}\"")).unwrap(), id);
+        }
+
+        #[test]
+        fn refuses_any_byte_outside_the_alphabet(v in any::<u128>(), at in 0..ENCODED_LEN, byte in any::<u8>()) {
+            prop_assume!(!ALPHABET.contains(&byte));
+            let mut text = OrgId::from_uuid(Uuid::from_u128(v)).to_string().into_bytes();
+            text[4 + at] = byte;
+            let text = String::from_utf8_lossy(&text);
+            prop_assert!(OrgId::parse(&text).is_err());
         }
 
         #[test]
