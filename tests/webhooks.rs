@@ -343,8 +343,8 @@ async fn an_endpoint_gets_the_events_after_it_and_none_from_before() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let url = app.database_url();
     if url.starts_with("sqlite") {
-        // With no endpoint the SQLite fan-out moves its cursor past every event
-        // without reading them (sqlite_outbox::skip_past_committed).
+        // With no endpoint the fan-out moves its cursor past every event without
+        // reading them (sqlite_outbox::skip_past_committed).
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
         let (position, newest): (i64, i64) = sqlx::query_as(
@@ -355,6 +355,19 @@ async fn an_endpoint_gets_the_events_after_it_and_none_from_before() {
         .await
         .unwrap();
         assert_eq!(position, newest);
+    } else {
+        // So does the PostgreSQL fan-out, past every numbered event (postgres_outbox.rs).
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let (position, newest): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT position FROM outbox_cursors WHERE name = 'webhooks'),
+                    (SELECT MAX(feed_pos) FROM event_positions)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(position, newest);
+        assert!(newest >= 2, "the creation and the update are numbered");
     }
 
     endpoint_for(&app, &receiver, &["*"]).await;
