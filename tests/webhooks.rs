@@ -325,6 +325,22 @@ async fn changes_are_delivered_as_signed_standard_webhooks() {
     assert!(!verify("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &got[0]));
 }
 
+/// The webhook fan-out's cursor and the newest event's position (on SQLite `seq`
+/// is the position; PostgreSQL numbers events apart).
+async fn webhook_cursor_and_newest_event(url: &str) -> (i64, i64) {
+    use sqlx::Connection;
+    const CURSOR: &str = "SELECT position FROM outbox_cursors WHERE name = 'webhooks'";
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let sql = format!("SELECT ({CURSOR}), (SELECT MAX(seq) FROM events)");
+        sqlx::query_as(&sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let sql = format!("SELECT ({CURSOR}), (SELECT MAX(feed_pos) FROM event_positions)");
+        sqlx::query_as(&sql).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
 /// An endpoint is owed the events that occur once it exists, not those made while
 /// there was none (which the fan-out passes over without reading them).
 #[tokio::test]
@@ -341,34 +357,11 @@ async fn an_endpoint_gets_the_events_after_it_and_none_from_before() {
     .await;
     // Several of the pump's rounds (every 50 ms here) pass with no endpoint.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let url = app.database_url();
-    if url.starts_with("sqlite") {
-        // With no endpoint the fan-out moves its cursor past every event without
-        // reading them (sqlite_outbox::skip_past_committed).
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        let (position, newest): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT position FROM outbox_cursors WHERE name = 'webhooks'),
-                    (SELECT MAX(seq) FROM events)",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        assert_eq!(position, newest);
-    } else {
-        // So does the PostgreSQL fan-out, past every numbered event (postgres_outbox.rs).
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-        let (position, newest): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT position FROM outbox_cursors WHERE name = 'webhooks'),
-                    (SELECT MAX(feed_pos) FROM event_positions)",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        assert_eq!(position, newest);
-        assert!(newest >= 2, "the creation and the update are numbered");
-    }
+    // With no endpoint the fan-out moves its cursor past every event without
+    // reading them (sqlite_outbox::skip_past_committed, PgStore::fan_out).
+    let (position, newest) = webhook_cursor_and_newest_event(&app.database_url()).await;
+    assert_eq!(position, newest);
+    assert!(newest >= 2, "the creation and the update are numbered");
 
     endpoint_for(&app, &receiver, &["*"]).await;
     app.patch(
