@@ -15,19 +15,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Every request logs a line. Written from the request's thread, each line was
-    // its own write(2) to stderr (~4% of a GET's CPU, bench/README.md); a writer
-    // thread that drains the queue into a buffer and flushes when the queue is empty
-    // turns a burst into one write. Not lossy: when the queue is full, logging
-    // waits. The guard flushes what is left when `main` returns.
-    let (log_writer, _flush_on_exit) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .thread_name("orgd-log")
-            .finish(std::io::BufWriter::with_capacity(
-                64 * 1024,
-                std::io::stderr(),
-            ));
+    // Every request logs a line: into a buffer that a thread of its own writes out
+    // (src/log_writer.rs). Dropping `_flush_on_exit` when `main` returns writes what
+    // is left.
+    let (log_writer, _flush_on_exit) = orgd::log_writer::LogWriter::start(std::io::stderr())?;
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(log_writer)
