@@ -24,10 +24,13 @@ use super::StoreResult;
 /// Rows per statement: enough to amortize the per-statement cost, small enough that
 /// the arrays stay cheap to encode and a re-run of a failed batch stays short.
 const MAX_BATCH: usize = 64;
-/// Statements in flight at once, each on its own pooled connection: while one
-/// waits for its commit the next gathers and executes. 1, 2, 4 and 8 were measured
-/// (bench/README.md, session 7); more made it slower.
-const WORKERS: usize = 2;
+/// Statements in flight at once, each on its own pooled connection. One: the next
+/// batch gathers while this one commits, and goes out larger. In session 7 one and
+/// two were even and four and eight slower; on session 18's faster host one beat
+/// two in all four pairs (+4.5 to +11.5% PATCH/s, 3–7 µs less orgd CPU per
+/// PATCH), as PostgreSQL's own CPU, not the wait for a commit, sets the rate
+/// (bench/README.md).
+const WORKERS: usize = 1;
 
 /// One in-place update with its event, encoded for the statement.
 #[derive(Debug)]
