@@ -341,12 +341,7 @@ impl OutboxStore for PgStore {
             // No event has a recipient: past every numbered event without reading
             // them, as the SQLite store does (sqlite_outbox.rs, `skip_past_committed`).
             // Reading them was ~2 index fetches per event and per update, for no message.
-            sqlx::query("UPDATE outbox_cursors SET position = $1 WHERE name = 'webhooks'")
-                .bind(newest)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            tx.commit().await.map_err(db_error)?;
+            commit_webhook_cursor(tx, newest).await?;
             // Positions are numbered without gaps, so this is the events covered.
             return Ok((newest - position) as u64);
         }
@@ -401,12 +396,7 @@ impl OutboxStore for PgStore {
             .await
             .map_err(db_error)?;
         }
-        sqlx::query("UPDATE outbox_cursors SET position = $1 WHERE name = 'webhooks'")
-            .bind(last)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        commit_webhook_cursor(tx, last).await?;
         Ok(events.len() as u64)
     }
 
@@ -675,4 +665,17 @@ impl PgStore {
         tx.commit().await.map_err(db_error)?;
         Ok(replaced)
     }
+}
+
+/// Moves the fan-out's cursor to `position` and commits the step.
+async fn commit_webhook_cursor(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    position: i64,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE outbox_cursors SET position = $1 WHERE name = 'webhooks'")
+        .bind(position)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
 }
