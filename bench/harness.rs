@@ -85,7 +85,8 @@ struct Args {
     /// `--duration` seconds, and print the hottest symbols. Nothing is appended.
     #[arg(long)]
     profile: Option<String>,
-    /// Profile the PostgreSQL-backed orgd instead of the SQLite one.
+    /// Profile the PostgreSQL-backed orgd instead of the SQLite one; the figures
+    /// then add the CPU time PostgreSQL's processes used per request.
     #[arg(long)]
     profile_pg: bool,
     /// With `--profile`: an environment variable for the profiled orgd, as
@@ -483,6 +484,24 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let stime: f64 = fields.next()?.parse().ok()?;
     // In USER_HZ, which Linux fixes at 100 for every user-space interface.
     Some((utime + stime) / 100.0)
+}
+
+/// CPU time of every PostgreSQL process on this machine (the server's backends
+/// and its background processes), by pid. The profile compares two readings and
+/// counts only the processes in both: orgd's pooled connections live through a
+/// load, so their backends are in both.
+fn postgres_cpu_seconds() -> std::collections::HashMap<u32, f64> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == "postgres")
+        })
+        .filter_map(|pid| Some((pid, cpu_seconds(pid)?)))
+        .collect()
 }
 
 /// The SQLite baseline's table: as many rows as seeded organizations.
@@ -1481,7 +1500,7 @@ async fn grow_postgres(url: &str, target: usize) -> anyhow::Result<Vec<String>> 
                     .push_unseparated("::timestamptz")
                     .push("NULL")
                     .push_bind(doc.clone())
-                    .push_unseparated("::jsonb");
+                    .push_unseparated("::json");
             });
             q.build().execute(&mut *tx).await?;
             ids.extend(rows.into_iter().map(|r| r.0));
@@ -1577,7 +1596,19 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
                 .context("cannot run perf (apt-get install linux-perf)")?,
         )
     };
+    let database_before = args.profile_pg.then(postgres_cpu_seconds);
     let load = wrk_on(args, Some(server.pid()), &server.base(), mode, &ids_file).await?;
+    let database_us = database_before.map(|before| {
+        let after = postgres_cpu_seconds();
+        let used: f64 = after
+            .iter()
+            .filter_map(|(pid, secs)| before.get(pid).map(|earlier| secs - earlier))
+            .sum();
+        format!(
+            " database CPU {:.1} µs/req",
+            used * 1e6 / (load.rate * args.duration as f64)
+        )
+    });
     if let Some(mut perf) = perf {
         // perf writes its file when interrupted.
         let _ = Command::new("kill")
@@ -1587,12 +1618,13 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
         let _ = perf.wait().await;
     }
     println!(
-        "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {} server CPU {} µs/req",
+        "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {} server CPU {} µs/req{}",
         load.rate,
         load.p50_ms,
         load.p99_ms,
         load.errors,
-        fmt_opt(Some(load.server_us), 1)
+        fmt_opt(Some(load.server_us), 1),
+        database_us.unwrap_or_default()
     );
     server.stop().await;
     if let Some(bench) = pg {

@@ -942,7 +942,7 @@ async fn corrupt_stored_org(database_url: &str, id: &str) {
         let mut conn = sqlx::PgConnection::connect(database_url)
             .await
             .expect("the test schema is reachable");
-        sqlx::query("UPDATE organizations SET doc = $1::jsonb, version = version + 1 WHERE id = $2")
+        sqlx::query("UPDATE organizations SET doc = $1::json, version = version + 1 WHERE id = $2")
             .bind(WRONG_SHAPE)
             .bind(id)
             .execute(&mut conn)

@@ -286,7 +286,7 @@ async fn an_event_that_commits_late_is_not_skipped() {
     sqlx::query(
         "WITH inserted AS (
              INSERT INTO events (id, org_id, type, version, occurred_at, doc)
-             VALUES ($1, $2, 'organization.updated', 2, now(), $3::jsonb)
+             VALUES ($1, $2, 'organization.updated', 2, now(), $3::json)
              RETURNING seq)
          INSERT INTO events_unpositioned (seq) SELECT seq FROM inserted",
     )
@@ -356,7 +356,7 @@ async fn the_positions_migration_keeps_every_position_and_queues_the_rest() {
         let seq: i64 = sqlx::query_scalar(
             "INSERT INTO events (id, org_id, type, version, occurred_at, doc, feed_pos)
              VALUES ($1, 'org_01h455vb4pex5vsknk084sn02q', 'organization.updated', $2, now(),
-                     $3::jsonb, $4)
+                     $3::json, $4)
              RETURNING seq",
         )
         .bind(&id)

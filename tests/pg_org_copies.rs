@@ -84,7 +84,7 @@ async fn edit_by_hand(url: &str, org: &Organization) -> Organization {
     edited.name = OrgName::parse("Edited by hand").unwrap();
     let mut sql = sqlx::PgConnection::connect(url).await.unwrap();
     let updated =
-        sqlx::query("UPDATE organizations SET doc = $1::jsonb, version = $2 WHERE id = $3")
+        sqlx::query("UPDATE organizations SET doc = $1::json, version = $2 WHERE id = $3")
             .bind(serde_json::to_string(&edited).unwrap())
             .bind(edited.version)
             .bind(org.id.to_string())

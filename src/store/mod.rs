@@ -74,7 +74,7 @@ pub struct OrgFilter {
 
 /// The organization-list query, shared by both backends (the SQL is the same;
 /// only the expression that reads the stored document differs: `doc` on SQLite,
-/// `doc::text` on PostgreSQL's JSONB).
+/// `doc::text` on PostgreSQL, whose column is `json`).
 pub(crate) fn org_list_query<'a, DB>(
     doc: &str,
     filter: &OrgFilter,

@@ -151,7 +151,7 @@ async fn execute(pool: &PgPool, rows: &[&InPlaceRow]) -> Result<HashSet<String>,
          updated AS (
              UPDATE organizations o
                 SET slug = i.slug, name = i.name, enabled = i.enabled, version = i.version,
-                    updated_at = i.updated_at::timestamptz, doc = i.doc::jsonb
+                    updated_at = i.updated_at::timestamptz, doc = i.doc::json
                FROM input i
               WHERE o.id = i.id AND o.version = i.expected_version AND o.deleted_at IS NULL
                 AND o.parent_id IS NOT DISTINCT FROM i.parent_id
@@ -159,7 +159,7 @@ async fn execute(pool: &PgPool, rows: &[&InPlaceRow]) -> Result<HashSet<String>,
          inserted AS (
              INSERT INTO events (id, org_id, type, version, occurred_at, doc)
              SELECT i.event_id, i.id, i.event_type, i.event_version,
-                    i.occurred_at::timestamptz, i.event_doc::jsonb
+                    i.occurred_at::timestamptz, i.event_doc::json
                FROM input i JOIN updated u ON u.id = i.id
           RETURNING seq, org_id),
          -- Queued for the feed's sequencer (migrations/postgres/0005_event_positions.sql).

@@ -343,7 +343,7 @@ async fn insert_event(conn: &mut PgConnection, event: &Event) -> StoreResult<()>
         // (migrations/postgres/0005_event_positions.sql).
         "WITH inserted AS (
              INSERT INTO events (id, org_id, type, version, occurred_at, doc)
-             VALUES ($1, $2, $3, $4, $5::timestamptz, $6::jsonb)
+             VALUES ($1, $2, $3, $4, $5::timestamptz, $6::json)
              RETURNING seq)
          INSERT INTO events_unpositioned (seq) SELECT seq FROM inserted",
     )
@@ -361,7 +361,7 @@ async fn insert_event(conn: &mut PgConnection, event: &Event) -> StoreResult<()>
 
 async fn upsert_membership(conn: &mut PgConnection, member: &Membership) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO memberships (org_id, user_id, role, doc) VALUES ($1, $2, $3, $4::jsonb)
+        "INSERT INTO memberships (org_id, user_id, role, doc) VALUES ($1, $2, $3, $4::json)
          ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role, doc = excluded.doc",
     )
     .bind(member.org_id.to_string())
@@ -454,7 +454,7 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO organizations
                  (id, slug, name, parent_id, enabled, version, created_at, updated_at, deleted_at, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8::timestamptz, NULL, $9::jsonb)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8::timestamptz, NULL, $9::json)",
         )
         .bind(org.id.to_string())
         .bind(org.slug.as_str())
@@ -605,7 +605,7 @@ impl PgStore {
         sqlx::query(
             "UPDATE organizations
                 SET slug = $2, name = $3, parent_id = $4, enabled = $5, version = $6,
-                    updated_at = $7::timestamptz, deleted_at = $8::timestamptz, doc = $9::jsonb
+                    updated_at = $7::timestamptz, deleted_at = $8::timestamptz, doc = $9::json
               WHERE id = $1 AND version = $10",
         )
         .bind(org_id.to_string())
