@@ -81,7 +81,8 @@ struct Args {
     #[arg(long, default_value = "")]
     note: String,
     /// Instead of the comparison: seed orgd on SQLite (or on PostgreSQL with
-    /// `--profile-pg`), run this load (`patch` or `get`) under `perf record` for
+    /// `--profile-pg`), run this load (`patch`, `get`, or a list page: `first`, or
+    /// `list` after a random cursor) under `perf record` for
     /// `--duration` seconds, and print the hottest symbols. Nothing is appended.
     #[arg(long)]
     profile: Option<String>,
@@ -1579,7 +1580,17 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
     .await?;
     let (ids, _) = seed(&server.base(), args.orgs, args.connections).await?;
     let ids_file = tmp.join("ids.txt");
-    std::fs::write(&ids_file, ids.join("\n"))?;
+    // The list loads read a page after a cursor made from each id (bench/orgd.lua).
+    let lines: Vec<String> = if mode == "first" || mode == "list" {
+        ids.iter()
+            .map(|id| {
+                orgd::domain::cursor::encode(orgd::domain::cursor::CursorKind::Organizations, id)
+            })
+            .collect()
+    } else {
+        ids
+    };
+    std::fs::write(&ids_file, lines.join("\n"))?;
     // The profiler runs only around the load, so seeding stays out of the profile.
     let data = std::env::current_dir()?.join(format!("target/perf-{mode}.data"));
     let perf = if args.no_perf {
