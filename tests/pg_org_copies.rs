@@ -10,11 +10,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orgd::domain::event::EventType;
 use orgd::domain::fields::{OrgName, Slug};
 use orgd::domain::ids::OrgId;
 use orgd::domain::org::Organization;
-use orgd::domain::patch;
 use orgd::domain::secrets_key::SecretsKey;
 use orgd::domain::time;
 use orgd::store::postgres::PgStore;
@@ -58,13 +56,7 @@ async fn create(store: &PgStore, slug: &str) -> Organization {
         OrgName::parse(slug).unwrap(),
         time::now(),
     );
-    let event = common::key_event_context().event(
-        EventType::OrganizationCreated,
-        org.id,
-        1,
-        patch::creation_changes(&org),
-    );
-    store.create_org(&org, &event, None, None).await.unwrap();
+    common::store_created(store, &org).await.unwrap();
     org
 }
 

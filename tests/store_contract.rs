@@ -11,7 +11,6 @@ use orgd::domain::fields::{DomainName, OrgName, Slug};
 use orgd::domain::hierarchy::HierarchyError;
 use orgd::domain::ids::OrgId;
 use orgd::domain::org::Organization;
-use orgd::domain::patch;
 use orgd::domain::time;
 use orgd::store::{Constraint, IdempotencyRecord, OrgFilter, OrgLookup, StoreError};
 
@@ -31,13 +30,7 @@ fn org(slug: &str, parent: Option<OrgId>) -> Organization {
 }
 
 async fn insert(app: &TestApp, org: &Organization) -> Result<(), StoreError> {
-    let event = context().event(
-        EventType::OrganizationCreated,
-        org.id,
-        1,
-        patch::creation_changes(org),
-    );
-    app.store().create_org(org, &event, None, None).await
+    common::store_created(app.store().as_ref(), org).await
 }
 
 /// Writes `next` over `current` (as stored at `current.version`), with an update event.

@@ -619,6 +619,20 @@ impl Hold {
     }
 }
 
+/// Stores `org` as created through `store`, with its creation event.
+pub async fn store_created(
+    store: &dyn orgd::store::Store,
+    org: &orgd::domain::org::Organization,
+) -> Result<(), orgd::store::StoreError> {
+    let event = key_event_context().event(
+        orgd::domain::event::EventType::OrganizationCreated,
+        org.id,
+        1,
+        orgd::domain::patch::creation_changes(org),
+    );
+    store.create_org(org, &event, None, None).await
+}
+
 /// `current` with the next version and a new description, written through `store`.
 pub async fn describe(
     store: &dyn orgd::store::Store,
