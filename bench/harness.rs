@@ -487,6 +487,18 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// The organization list's cursor after each id: where the list loads start a page.
+fn list_cursors(ids: &[impl AsRef<str>]) -> Vec<String> {
+    ids.iter()
+        .map(|id| {
+            orgd::domain::cursor::encode(
+                orgd::domain::cursor::CursorKind::Organizations,
+                id.as_ref(),
+            )
+        })
+        .collect()
+}
+
 /// CPU time of every PostgreSQL process on this machine (the server's backends
 /// and its background processes), by pid. The profile compares two readings and
 /// counts only the processes in both: orgd's pooled connections live through a
@@ -1346,11 +1358,7 @@ async fn scale_point(args: &Args, tmp: &Path, store: &ScaleTarget) -> anyhow::Re
     let ids = tmp.join(format!("scale-ids-{}-{orgs}.txt", store.label));
     std::fs::write(&ids, sample.join("\n"))?;
     let cursors = tmp.join(format!("scale-cursors-{}-{orgs}.txt", store.label));
-    let lines: Vec<String> = sample
-        .iter()
-        .map(|id| orgd::domain::cursor::encode(orgd::domain::cursor::CursorKind::Organizations, id))
-        .collect();
-    std::fs::write(&cursors, lines.join("\n"))?;
+    std::fs::write(&cursors, list_cursors(&sample).join("\n"))?;
     let seconds = args.scale_duration;
     let get = wrk_for(args, seconds, &store.base, "get", &ids).await?;
     println!(
@@ -1581,12 +1589,8 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
     let (ids, _) = seed(&server.base(), args.orgs, args.connections).await?;
     let ids_file = tmp.join("ids.txt");
     // The list loads read a page after a cursor made from each id (bench/orgd.lua).
-    let lines: Vec<String> = if mode == "first" || mode == "list" {
-        ids.iter()
-            .map(|id| {
-                orgd::domain::cursor::encode(orgd::domain::cursor::CursorKind::Organizations, id)
-            })
-            .collect()
+    let lines = if mode == "first" || mode == "list" {
+        list_cursors(&ids)
     } else {
         ids
     };
