@@ -99,6 +99,11 @@ struct Args {
     /// (for alternating A/B runs of two binaries with `--orgd`).
     #[arg(long)]
     no_perf: bool,
+    /// With `--profile patch`: PATCH at this many requests a second on a schedule
+    /// (open loop, `bench/open_loop.rs`) instead of with wrk, for the latency at a
+    /// load short of saturation (the tail a busy but not saturated server gives).
+    #[arg(long)]
+    open_rate: Option<f64>,
     /// After the comparison, grow each store to this many organizations (inserted
     /// by SQL, not the API) and measure GET by id and list pages at both sizes; 0
     /// skips it.
@@ -709,10 +714,14 @@ impl PgBench {
     }
 }
 
-async fn start_bare_axum(binary: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+async fn start_bare_axum(
+    binary: &Path,
+    answer: Option<&Path>,
+) -> anyhow::Result<(Child, SocketAddr)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut child = Command::new(binary)
         .arg(addr.to_string())
+        .args(answer)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -723,6 +732,30 @@ async fn start_bare_axum(binary: &Path) -> anyhow::Result<(Child, SocketAddr)> {
         Ok(Ok(Some(line))) if line.starts_with("listening") => Ok((child, addr)),
         _ => bail!("the bare axum server did not start"),
     }
+}
+
+/// Saves orgd's answer to `GET /v1/organizations/{id}` as the bare axum server
+/// reads it (header lines, a blank line, the body), without the headers hyper
+/// writes itself (`date`, `content-length`).
+async fn save_get_answer(base: &str, id: &str, file: &Path) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/v1/organizations/{id}"))
+        .bearer_auth(BENCH_KEY)
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut answer = Vec::new();
+    for (name, value) in response.headers() {
+        if name != reqwest::header::DATE && name != reqwest::header::CONTENT_LENGTH {
+            answer.extend_from_slice(format!("{name}: ").as_bytes());
+            answer.extend_from_slice(value.as_bytes());
+            answer.push(b'\n');
+        }
+    }
+    answer.push(b'\n');
+    answer.extend_from_slice(&response.bytes().await?);
+    std::fs::write(file, answer)?;
+    Ok(())
 }
 
 fn git(args: &[&str]) -> String {
@@ -915,8 +948,13 @@ async fn main() -> anyhow::Result<()> {
         pg = Some((bench, server, path, rate));
     }
 
-    let (mut bare, bare_addr) = start_bare_axum(&args.bare_axum).await?;
+    let (mut bare, bare_addr) = start_bare_axum(&args.bare_axum, None).await?;
     let bare_base = format!("http://{bare_addr}");
+    let answer_file = tmp.path().join("get-answer.txt");
+    save_get_answer(&sqlite.base(), &ids[0], &answer_file).await?;
+    let (mut bare_answer, bare_answer_addr) =
+        start_bare_axum(&args.bare_axum, Some(&answer_file)).await?;
+    let bare_answer_base = format!("http://{bare_answer_addr}");
     let none = tmp.path().join("none");
 
     let mut samples = Samples::default();
@@ -961,6 +999,11 @@ async fn main() -> anyhow::Result<()> {
         samples.add(
             "bare_axum",
             wrk_on(&args, bare.id(), &bare_base, "bare", &none).await?,
+        );
+        settle(pg_url).await;
+        samples.add(
+            "bare_axum_answer",
+            wrk_on(&args, bare_answer.id(), &bare_answer_base, "bare", &none).await?,
         );
         if let Some((bench, server, ids, _)) = &pg {
             settle(pg_url).await;
@@ -1019,7 +1062,9 @@ async fn main() -> anyhow::Result<()> {
     }
     sqlite.stop().await;
     let _ = bare.start_kill();
+    let _ = bare_answer.start_kill();
     let _ = bare.wait().await;
+    let _ = bare_answer.wait().await;
     let mut pg_rss = None;
     let mut pg_seed_rate = None;
     if let Some((bench, server, _, rate)) = pg.take() {
@@ -1068,6 +1113,17 @@ async fn main() -> anyhow::Result<()> {
             rss_mb: bare_rss,
             ratio: None,
             target: "baseline".into(),
+            met: None,
+        },
+        Row {
+            name: format!(
+                "bare axum GET / sending orgd's GET answer ({} conns)",
+                args.connections
+            ),
+            load: m("bare_axum_answer"),
+            rss_mb: None,
+            ratio: ratio(m("bare_axum_answer"), m("bare_axum")).map(|r| (r, "of bare")),
+            target: "none: what the answer's bytes cost".into(),
             met: None,
         },
     ];
@@ -1564,6 +1620,10 @@ async fn query_plans(db: &ScaleDb) -> anyhow::Result<String> {
 
 /// `--profile`: where orgd's CPU time goes under one load.
 async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.open_rate.is_none() || mode == "patch",
+        "--open-rate goes with --profile patch"
+    );
     let mut pg = None;
     let url = if args.profile_pg {
         let bench = PgBench::create(&args.pg_url, args.orgs).await?;
@@ -1611,6 +1671,26 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
                 .context("cannot run perf (apt-get install linux-perf)")?,
         )
     };
+    if let (Some(rate), "patch") = (args.open_rate, mode) {
+        let run = open_loop::patch_at_rate(&server.base(), BENCH_KEY, &lines, rate, args.duration)
+            .await?;
+        println!(
+            "patch (open loop): {:.0}/s of {:.0} offered p50 {:.2} ms p99 {:.2} ms max {:.1} ms errors {}",
+            run.achieved, run.offered, run.p50_ms, run.p99_ms, run.max_ms, run.errors
+        );
+        if let Some(mut perf) = perf {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().unwrap_or(0).to_string()])
+                .status()
+                .await;
+            let _ = perf.wait().await;
+        }
+        server.stop().await;
+        if let Some(bench) = pg {
+            bench.drop_schema().await?;
+        }
+        return Ok(());
+    }
     let database_before = args.profile_pg.then(postgres_cpu_seconds);
     let load = wrk_on(args, Some(server.pid()), &server.base(), mode, &ids_file).await?;
     let database_us = database_before.map(|before| {
