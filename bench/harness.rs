@@ -1619,6 +1619,17 @@ async fn query_plans(db: &ScaleDb) -> anyhow::Result<String> {
 }
 
 /// `--profile`: where orgd's CPU time goes under one load.
+/// Stops `perf record`, which writes its file when interrupted.
+async fn stop_perf(perf: Option<Child>) {
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().unwrap_or(0).to_string()])
+            .status()
+            .await;
+        let _ = perf.wait().await;
+    }
+}
+
 async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.open_rate.is_none() || mode == "patch",
@@ -1678,13 +1689,7 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
             "patch (open loop): {:.0}/s of {:.0} offered p50 {:.2} ms p99 {:.2} ms max {:.1} ms errors {}",
             run.achieved, run.offered, run.p50_ms, run.p99_ms, run.max_ms, run.errors
         );
-        if let Some(mut perf) = perf {
-            let _ = Command::new("kill")
-                .args(["-INT", &perf.id().unwrap_or(0).to_string()])
-                .status()
-                .await;
-            let _ = perf.wait().await;
-        }
+        stop_perf(perf).await;
         server.stop().await;
         if let Some(bench) = pg {
             bench.drop_schema().await?;
@@ -1704,14 +1709,7 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
             used * 1e6 / (load.rate * args.duration as f64)
         )
     });
-    if let Some(mut perf) = perf {
-        // perf writes its file when interrupted.
-        let _ = Command::new("kill")
-            .args(["-INT", &perf.id().unwrap_or(0).to_string()])
-            .status()
-            .await;
-        let _ = perf.wait().await;
-    }
+    stop_perf(perf).await;
     println!(
         "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {} server CPU {} µs/req{}",
         load.rate,
