@@ -1682,43 +1682,40 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
                 .context("cannot run perf (apt-get install linux-perf)")?,
         )
     };
-    if let (Some(rate), "patch") = (args.open_rate, mode) {
+    let summary = if let (Some(rate), "patch") = (args.open_rate, mode) {
         let run = open_loop::patch_at_rate(&server.base(), BENCH_KEY, &lines, rate, args.duration)
             .await?;
-        println!(
+        stop_perf(perf).await;
+        format!(
             "patch (open loop): {:.0}/s of {:.0} offered p50 {:.2} ms p99 {:.2} ms max {:.1} ms errors {}",
             run.achieved, run.offered, run.p50_ms, run.p99_ms, run.max_ms, run.errors
-        );
-        stop_perf(perf).await;
-        server.stop().await;
-        if let Some(bench) = pg {
-            bench.drop_schema().await?;
-        }
-        return Ok(());
-    }
-    let database_before = args.profile_pg.then(postgres_cpu_seconds);
-    let load = wrk_on(args, Some(server.pid()), &server.base(), mode, &ids_file).await?;
-    let database_us = database_before.map(|before| {
-        let after = postgres_cpu_seconds();
-        let used: f64 = after
-            .iter()
-            .filter_map(|(pid, secs)| before.get(pid).map(|earlier| secs - earlier))
-            .sum();
-        format!(
-            " database CPU {:.1} µs/req",
-            used * 1e6 / (load.rate * args.duration as f64)
         )
-    });
-    stop_perf(perf).await;
-    println!(
-        "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {} server CPU {} µs/req{}",
-        load.rate,
-        load.p50_ms,
-        load.p99_ms,
-        load.errors,
-        fmt_opt(Some(load.server_us), 1),
-        database_us.unwrap_or_default()
-    );
+    } else {
+        let database_before = args.profile_pg.then(postgres_cpu_seconds);
+        let load = wrk_on(args, Some(server.pid()), &server.base(), mode, &ids_file).await?;
+        let database_us = database_before.map(|before| {
+            let after = postgres_cpu_seconds();
+            let used: f64 = after
+                .iter()
+                .filter_map(|(pid, secs)| before.get(pid).map(|earlier| secs - earlier))
+                .sum();
+            format!(
+                " database CPU {:.1} µs/req",
+                used * 1e6 / (load.rate * args.duration as f64)
+            )
+        });
+        stop_perf(perf).await;
+        format!(
+            "{mode}: {:.0}/s p50 {:.2} ms p99 {:.2} ms errors {} server CPU {} µs/req{}",
+            load.rate,
+            load.p50_ms,
+            load.p99_ms,
+            load.errors,
+            fmt_opt(Some(load.server_us), 1),
+            database_us.unwrap_or_default()
+        )
+    };
+    println!("{summary}");
     server.stop().await;
     if let Some(bench) = pg {
         bench.drop_schema().await?;
