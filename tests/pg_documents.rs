@@ -28,6 +28,15 @@ async fn store() -> Option<(PgStore, String)> {
     Some((store, url))
 }
 
+/// A store with one organization created in it, and a plain connection to its
+/// schema for looking at what was stored.
+async fn created() -> Option<(PgStore, Organization, sqlx::PgConnection)> {
+    let (store, url) = store().await?;
+    let org = create(&store).await;
+    let sql = sqlx::PgConnection::connect(&url).await.unwrap();
+    Some((store, org, sql))
+}
+
 async fn create(store: &PgStore) -> Organization {
     let mut org = Organization::new(
         OrgId::generate(),
@@ -43,11 +52,9 @@ async fn create(store: &PgStore) -> Organization {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_are_kept_as_the_text_orgd_wrote() {
-    let Some((store, url)) = store().await else {
+    let Some((_store, org, mut sql)) = created().await else {
         return;
     };
-    let org = create(&store).await;
-    let mut sql = sqlx::PgConnection::connect(&url).await.unwrap();
     let types: Vec<(String, String)> = sqlx::query_as(
         "SELECT table_name::text, data_type::text FROM information_schema.columns
           WHERE table_schema = current_schema() AND column_name = 'doc' ORDER BY 1",
@@ -67,11 +74,9 @@ async fn documents_are_kept_as_the_text_orgd_wrote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_in_jsonb_normalized_text_still_read_and_update() {
-    let Some((store, url)) = store().await else {
+    let Some((store, org, mut sql)) = created().await else {
         return;
     };
-    let org = create(&store).await;
-    let mut sql = sqlx::PgConnection::connect(&url).await.unwrap();
     for table in ["organizations", "events"] {
         sqlx::query(&format!("UPDATE {table} SET doc = doc::jsonb::json"))
             .execute(&mut sql)
