@@ -22,6 +22,7 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod keys;
+pub mod log_line;
 pub mod log_writer;
 pub mod secrets_key_file;
 pub mod server;

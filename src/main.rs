@@ -19,13 +19,20 @@ async fn main() -> anyhow::Result<()> {
     // (src/log_writer.rs). Dropping `_flush_on_exit` when `main` returns writes what
     // is left.
     let (log_writer, _flush_on_exit) = orgd::log_writer::LogWriter::start(std::io::stderr())?;
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(log_writer)
-        // Colour only for a person at a terminal: in a log file or journald the escape
-        // codes would sit between every field name and its value.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(log_writer);
+    // Colour only for a person at a terminal: in a log file or journald the escape
+    // codes would sit between every field name and its value. Without colour the
+    // same text is written by orgd's own format, which costs less (src/log_line.rs).
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        log.with_ansi(true).init();
+    } else {
+        log.with_ansi(false)
+            .event_format(orgd::log_line::PlainLine)
+            .fmt_fields(orgd::log_line::PlainFields)
+            .init();
+    }
     match cli.command {
         Command::Serve(serve) => server::serve(&cli.store, &serve).await,
         Command::Migrate => {
