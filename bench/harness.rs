@@ -104,6 +104,12 @@ struct Args {
     /// load short of saturation (the tail a busy but not saturated server gives).
     #[arg(long)]
     open_rate: Option<f64>,
+    /// With `--profile`: after seeding, grow the store to this many organizations
+    /// by SQL (as the scale check does) and load a uniform sample of 100,000 of
+    /// them, after an unprofiled warm-up as long as the load: the large size's
+    /// reads, alone and repeatable (e.g. with `--orgd-env ORGD_ORG_COPIES=0`).
+    #[arg(long)]
+    profile_orgs: Option<usize>,
     /// After the comparison, grow each store to this many organizations (inserted
     /// by SQL, not the API) and measure GET by id and list pages at both sizes; 0
     /// skips it.
@@ -1657,7 +1663,24 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
         &env,
     )
     .await?;
-    let (ids, _) = seed(&server.base(), args.orgs, args.connections).await?;
+    let (mut ids, _) = seed(&server.base(), args.orgs, args.connections).await?;
+    let grow_to = args.profile_orgs.filter(|&n| n > args.orgs);
+    if let Some(target) = grow_to {
+        let started = Instant::now();
+        let added = match &url {
+            Some(url) => grow_postgres(url, target).await?,
+            None => grow_sqlite(&tmp.join("profiled").join("orgd.db"), target).await?,
+        };
+        println!(
+            "grew to {target} organizations in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        ids.extend(added);
+        let mut rng = rand::thread_rng();
+        ids = (0..SCALE_SAMPLE)
+            .map(|_| ids[rng.gen_range(0..ids.len())].clone())
+            .collect();
+    }
     let ids_file = tmp.join("ids.txt");
     // The list loads read a page after a cursor made from each id (bench/orgd.lua).
     let lines = if mode == "first" || mode == "list" {
@@ -1666,6 +1689,9 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
         ids
     };
     std::fs::write(&ids_file, lines.join("\n"))?;
+    if grow_to.is_some() && args.open_rate.is_none() {
+        wrk_on(args, None, &server.base(), mode, &ids_file).await?;
+    }
     // The profiler runs only around the load, so seeding stays out of the profile.
     let data = std::env::current_dir()?.join(format!("target/perf-{mode}.data"));
     let perf = if args.no_perf {
