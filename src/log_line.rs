@@ -150,6 +150,35 @@ impl Visit for Fields<'_> {
         });
     }
 
+    /// As the default: the error, then its chain of sources as `name.sources=[…]`,
+    /// each escaped like a message.
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record(field, |this| {
+            if field.name() == "message" {
+                if !std::mem::take(&mut this.first) {
+                    this.writer.write_char(' ')?;
+                }
+            } else {
+                this.name(field)?;
+            }
+            write!(Escaping(&mut this.writer), "{value}")?;
+            let Some(source) = value.source() else {
+                return Ok(());
+            };
+            write!(this.writer, " {}.sources=[", field.name())?;
+            let mut next = Some(source);
+            let mut first = true;
+            while let Some(error) = next {
+                if !std::mem::take(&mut first) {
+                    this.writer.write_str(", ")?;
+                }
+                write!(Escaping(&mut this.writer), "{error}")?;
+                next = error.source();
+            }
+            this.writer.write_char(']')
+        });
+    }
+
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.record(field, |this| {
             this.name(field)?;
@@ -250,11 +279,32 @@ mod tests {
             r#type = "raw name"
         );
         tracing::info!(only = 1u64);
+        let cause = std::io::Error::other("disk \x1b full");
+        let outer = std::io::Error::other(Chained("write failed", cause));
+        tracing::warn!(error = &outer as &(dyn std::error::Error + 'static), "io");
+        let alone = std::io::Error::other("alone");
+        tracing::warn!(error = &alone as &(dyn std::error::Error + 'static));
         let outer = tracing::info_span!("outer", org = "org_1", n = 2u64);
         let _outer = outer.enter();
         let inner = tracing::info_span!("inner");
         let _inner = inner.enter();
         tracing::debug!(seen = true, "inside two spans");
+    }
+
+    /// An error with a source, for the `name.sources=[…]` part of a line.
+    #[derive(Debug)]
+    struct Chained(&'static str, std::io::Error);
+
+    impl fmt::Display for Chained {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chained {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
     }
 
     fn without_time(line: &str) -> &str {
@@ -282,7 +332,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, log_some_lines);
 
         let (ours, default) = (ours.lines(), default.lines());
-        assert_eq!(ours.len(), 7);
+        assert_eq!(ours.len(), 9);
         assert_eq!(ours.len(), default.len());
         for (ours, default) in ours.iter().zip(&default) {
             assert_eq!(without_time(ours), without_time(default));
@@ -301,9 +351,14 @@ mod tests {
             ours[3]
         );
         assert!(
-            ours[6].ends_with("DEBUG outer{org=\"org_1\" n=2}:inner: orgd::log_line::tests: inside two spans seen=true"),
+            ours[6].contains(r"error=write failed error.sources=[disk \x1b full]"),
             "{}",
             ours[6]
+        );
+        assert!(
+            ours[8].ends_with("DEBUG outer{org=\"org_1\" n=2}:inner: orgd::log_line::tests: inside two spans seen=true"),
+            "{}",
+            ours[8]
         );
     }
 }
