@@ -1409,14 +1409,19 @@ async fn scale(args: &Args, tmp: &Path, stores: Vec<ScaleTarget>) -> anyhow::Res
     Ok(out)
 }
 
+/// The ids a load at scale reads: a uniform sample (with repeats) of
+/// [`SCALE_SAMPLE`], which keeps wrk's per-thread copy small at a million ids.
+fn scale_sample(ids: &[String]) -> Vec<&str> {
+    let mut rng = rand::thread_rng();
+    (0..ids.len().min(SCALE_SAMPLE))
+        .map(|_| ids[rng.gen_range(0..ids.len())].as_str())
+        .collect()
+}
+
 async fn scale_point(args: &Args, tmp: &Path, store: &ScaleTarget) -> anyhow::Result<ScalePoint> {
     let orgs = store.ids.len();
     println!("== {}: reads at {orgs} organizations", store.label);
-    // A uniform sample keeps wrk's per-thread copy small at a million ids.
-    let mut rng = rand::thread_rng();
-    let sample: Vec<&str> = (0..orgs.min(SCALE_SAMPLE))
-        .map(|_| store.ids[rng.gen_range(0..orgs)].as_str())
-        .collect();
+    let sample = scale_sample(&store.ids);
     let ids = tmp.join(format!("scale-ids-{}-{orgs}.txt", store.label));
     std::fs::write(&ids, sample.join("\n"))?;
     let cursors = tmp.join(format!("scale-cursors-{}-{orgs}.txt", store.label));
@@ -1676,10 +1681,7 @@ async fn profile(args: &Args, mode: &str, tmp: &Path) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
         ids.extend(added);
-        let mut rng = rand::thread_rng();
-        ids = (0..SCALE_SAMPLE)
-            .map(|_| ids[rng.gen_range(0..ids.len())].clone())
-            .collect();
+        ids = scale_sample(&ids).into_iter().map(str::to_owned).collect();
     }
     let ids_file = tmp.join("ids.txt");
     // The list loads read a page after a cursor made from each id (bench/orgd.lua).

@@ -102,12 +102,16 @@ struct Fields<'w> {
 }
 
 impl Fields<'_> {
-    /// `name=` before a value, with the space that separates it from the last.
-    fn name(&mut self, field: &Field) -> fmt::Result {
+    /// What goes before a value: the space after the previous field, then `name=`,
+    /// except for the message, which stands bare.
+    fn label(&mut self, field: &Field) -> fmt::Result {
         if !std::mem::take(&mut self.first) {
             self.writer.write_char(' ')?;
         }
         let name = field.name();
+        if name == "message" {
+            return Ok(());
+        }
         self.writer
             .write_str(name.strip_prefix("r#").unwrap_or(name))?;
         self.writer.write_char('=')
@@ -123,6 +127,13 @@ impl Fields<'_> {
         }
         self.result = write(self);
     }
+
+    fn record_display(&mut self, field: &Field, value: impl fmt::Display) {
+        self.record(field, |this| {
+            this.label(field)?;
+            write!(this.writer, "{value}")
+        });
+    }
 }
 
 impl Visit for Fields<'_> {
@@ -136,15 +147,12 @@ impl Visit for Fields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.record(field, |this| {
+            this.label(field)?;
             if field.name() == "message" {
-                if !std::mem::take(&mut this.first) {
-                    this.writer.write_char(' ')?;
-                }
                 // As the default does: a message cannot smuggle terminal control
                 // sequences into whoever reads the log.
                 write!(Escaping(&mut this.writer), "{value:?}")
             } else {
-                this.name(field)?;
                 write!(this.writer, "{value:?}")
             }
         });
@@ -154,50 +162,31 @@ impl Visit for Fields<'_> {
     /// each escaped like a message.
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.record(field, |this| {
-            if field.name() == "message" {
-                if !std::mem::take(&mut this.first) {
-                    this.writer.write_char(' ')?;
-                }
-            } else {
-                this.name(field)?;
-            }
+            this.label(field)?;
             write!(Escaping(&mut this.writer), "{value}")?;
-            let Some(source) = value.source() else {
+            let mut sources = std::iter::successors(value.source(), |error| error.source());
+            let Some(first) = sources.next() else {
                 return Ok(());
             };
             write!(this.writer, " {}.sources=[", field.name())?;
-            let mut next = Some(source);
-            let mut first = true;
-            while let Some(error) = next {
-                if !std::mem::take(&mut first) {
-                    this.writer.write_str(", ")?;
-                }
-                write!(Escaping(&mut this.writer), "{error}")?;
-                next = error.source();
+            write!(Escaping(&mut this.writer), "{first}")?;
+            for error in sources {
+                write!(Escaping(&mut this.writer), ", {error}")?;
             }
             this.writer.write_char(']')
         });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record(field, |this| {
-            this.name(field)?;
-            write!(this.writer, "{value}")
-        });
+        self.record_display(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record(field, |this| {
-            this.name(field)?;
-            write!(this.writer, "{value}")
-        });
+        self.record_display(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.record(field, |this| {
-            this.name(field)?;
-            this.writer.write_str(if value { "true" } else { "false" })
-        });
+        self.record_display(field, value);
     }
 }
 
